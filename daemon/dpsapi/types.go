@@ -1,0 +1,124 @@
+package dpsapi
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Registration statuses, lower case and exact: several SDKs compare with strcmp.
+const (
+	StatusUnassigned = "unassigned"
+	StatusAssigning  = "assigning"
+	StatusAssigned   = "assigned"
+	StatusFailed     = "failed"
+	StatusDisabled   = "disabled"
+)
+
+// Substatus values of an assigned registration (protocol.md §6.7).
+const (
+	SubstatusInitialAssignment                = "initialAssignment"
+	SubstatusDeviceDataMigrated               = "deviceDataMigrated"
+	SubstatusDeviceDataReset                  = "deviceDataReset"
+	SubstatusReprovisionedToInitialAssignment = "reprovisionedToInitialAssignment"
+)
+
+// MaxMessageSize is DPS's maximum message size (96 KB); larger bodies are refused.
+const MaxMessageSize = 96 * 1024
+
+// DeviceRegistration is the body of a register request.
+type DeviceRegistration struct {
+	RegistrationID string          `json:"registrationId,omitempty"`
+	TPM            *TPMAttestation `json:"tpm,omitempty"`
+	Payload        json.RawMessage `json:"payload,omitempty"`
+	CSR            string          `json:"csr,omitempty"`
+}
+
+// TPMAttestation carries the base64 TPM2B_PUBLIC of the EK and SRK.
+type TPMAttestation struct {
+	EndorsementKey string `json:"endorsementKey"`
+	StorageRootKey string `json:"storageRootKey,omitempty"`
+}
+
+// RegistrationOperationStatus answers register and operation polls.
+type RegistrationOperationStatus struct {
+	OperationID       string                    `json:"operationId"`
+	Status            string                    `json:"status"`
+	RegistrationState *DeviceRegistrationResult `json:"registrationState,omitempty"`
+}
+
+// DeviceRegistrationResult is the registration state a device receives.
+type DeviceRegistrationResult struct {
+	X509                   *X509RegistrationResult         `json:"x509,omitempty"`
+	SymmetricKey           *SymmetricKeyRegistrationResult `json:"symmetricKey,omitempty"`
+	TPM                    *TPMRegistrationResult          `json:"tpm,omitempty"`
+	RegistrationID         string                          `json:"registrationId"`
+	CreatedDateTimeUTC     *Time                           `json:"createdDateTimeUtc,omitempty"`
+	AssignedHub            string                          `json:"assignedHub,omitempty"`
+	DeviceID               string                          `json:"deviceId,omitempty"`
+	Status                 string                          `json:"status"`
+	Substatus              string                          `json:"substatus,omitempty"`
+	ErrorCode              int                             `json:"errorCode,omitempty"`
+	ErrorMessage           string                          `json:"errorMessage,omitempty"`
+	LastUpdatedDateTimeUTC *Time                           `json:"lastUpdatedDateTimeUtc,omitempty"`
+	ETag                   string                          `json:"etag,omitempty"`
+	Payload                json.RawMessage                 `json:"payload,omitempty"`
+	IssuedCertificateChain []string                        `json:"issuedCertificateChain,omitempty"`
+}
+
+// X509RegistrationResult names the group or certificate an X.509 device matched.
+type X509RegistrationResult struct {
+	EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+}
+
+// SymmetricKeyRegistrationResult names the group a symmetric-key device matched.
+type SymmetricKeyRegistrationResult struct {
+	EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+}
+
+// TPMRegistrationResult carries the blob wrapping the device's hub key.
+type TPMRegistrationResult struct {
+	AuthenticationKey string `json:"authenticationKey"`
+}
+
+// TPMChallenge is the body of the 401 that starts TPM attestation.
+type TPMChallenge struct {
+	AuthenticationKey string `json:"authenticationKey"`
+	KeyName           string `json:"keyName"`
+}
+
+// ErrorDetails is DPS's ProvisioningServiceErrorDetails.
+type ErrorDetails struct {
+	ErrorCode    int               `json:"errorCode"`
+	TrackingID   string            `json:"trackingId"`
+	Message      string            `json:"message"`
+	Info         map[string]string `json:"info,omitempty"`
+	TimestampUTC Time              `json:"timestampUtc"`
+}
+
+// Time marshals like DPS: UTC with seven fractional digits.
+type Time struct{ time.Time }
+
+// TimeLayout is DPS's timestamp layout.
+const TimeLayout = "2006-01-02T15:04:05.0000000Z"
+
+// NewTime returns t as a *Time, in UTC.
+func NewTime(t time.Time) *Time { return &Time{t.UTC()} }
+
+// MarshalJSON implements json.Marshaler.
+func (t Time) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + t.UTC().Format(TimeLayout) + `"`), nil
+}
+
+// UnmarshalJSON accepts any RFC 3339 time.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return err
+	}
+	t.Time = v
+	return nil
+}
