@@ -1,0 +1,112 @@
+package enrollment
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+)
+
+// Set is an immutable, indexed snapshot of the enrollments of one ID scope.
+//
+// Finding a symmetric-key device's group. A SAS token does not say which group's
+// key derived it, and DPS simply tries its (at most 100) groups. edgeprov narrows
+// the candidates before any HMAC is computed:
+//
+//  1. an individual enrollment for the registration ID wins, by map lookup;
+//  2. the registration service first tries the group named by the device's
+//     existing registration record, so re-registrations and polls cost one group;
+//  3. groups that declare registrationIdPrefixes (an edgeprov extension) are
+//     indexed by prefix: the candidates are found with one map lookup per
+//     distinct prefix length, whatever the number of groups;
+//  4. only groups that declare no prefix ("catch-all" groups) are tried on every
+//     first registration, as DPS does.
+//
+// So thousands of prefixed groups cost a few map lookups, and the HMAC work per
+// request is bounded by the number of catch-all groups, which operators keep small.
+type Set struct {
+	individuals map[string]*Individual
+	groups      map[string]*Group
+	byPrefix    map[string][]*Group
+	prefixLens  []int
+	catchAll    []*Group
+	orderInd    []*Individual
+	orderGroups []*Group
+}
+
+// NewSet indexes validated enrollments. It refuses duplicate IDs (compared
+// case-insensitively, as DPS does).
+func NewSet(individuals []*Individual, groups []*Group) (*Set, error) {
+	s := &Set{
+		individuals: make(map[string]*Individual, len(individuals)),
+		groups:      make(map[string]*Group, len(groups)),
+		byPrefix:    map[string][]*Group{},
+		orderInd:    individuals,
+		orderGroups: groups,
+	}
+	for _, e := range individuals {
+		k := dpsapi.NormalizeRegistrationID(e.RegistrationID)
+		if _, dup := s.individuals[k]; dup {
+			return nil, fmt.Errorf("duplicate individual enrollment %q", e.RegistrationID)
+		}
+		s.individuals[k] = e
+	}
+	lens := map[int]bool{}
+	for _, g := range groups {
+		k := strings.ToLower(g.EnrollmentGroupID)
+		if _, dup := s.groups[k]; dup {
+			return nil, fmt.Errorf("duplicate enrollment group %q", g.EnrollmentGroupID)
+		}
+		s.groups[k] = g
+		if g.Attestation.Type != AttestationSymmetricKey {
+			continue
+		}
+		if len(g.RegistrationIDPrefixes) == 0 {
+			s.catchAll = append(s.catchAll, g)
+			continue
+		}
+		for _, p := range g.RegistrationIDPrefixes {
+			p = strings.ToLower(p)
+			s.byPrefix[p] = append(s.byPrefix[p], g)
+			lens[len(p)] = true
+		}
+	}
+	for l := range lens {
+		s.prefixLens = append(s.prefixLens, l)
+	}
+	slices.Sort(s.prefixLens)
+	return s, nil
+}
+
+// Individual returns the individual enrollment for a registration ID, or nil.
+func (s *Set) Individual(registrationID string) *Individual {
+	return s.individuals[dpsapi.NormalizeRegistrationID(registrationID)]
+}
+
+// Group returns the group with the given ID, or nil.
+func (s *Set) Group(id string) *Group { return s.groups[strings.ToLower(id)] }
+
+// SymmetricKeyCandidates returns the symmetric-key groups a device with this
+// registration ID may belong to: prefix matches first (longest prefix first),
+// then the catch-all groups.
+func (s *Set) SymmetricKeyCandidates(registrationID string) []*Group {
+	id := dpsapi.NormalizeRegistrationID(registrationID)
+	var out []*Group
+	for i := len(s.prefixLens) - 1; i >= 0; i-- {
+		l := s.prefixLens[i]
+		if l <= len(id) {
+			out = append(out, s.byPrefix[id[:l]]...)
+		}
+	}
+	return append(out, s.catchAll...)
+}
+
+// Individuals returns the individual enrollments in catalog order.
+func (s *Set) Individuals() []*Individual { return s.orderInd }
+
+// Groups returns the groups in catalog order.
+func (s *Set) Groups() []*Group { return s.orderGroups }
+
+// Len is the number of entries.
+func (s *Set) Len() int { return len(s.orderInd) + len(s.orderGroups) }

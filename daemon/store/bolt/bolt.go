@@ -1,0 +1,286 @@
+// Package bolt is the embedded store: one bbolt file, no setup. Writes go through
+// bbolt's Batch so that concurrent registrations share an fsync (group commit).
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/edgeprov/edgeprov/daemon/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketOps        = []byte("operations")
+	bucketRecords    = []byte("records")
+	bucketIdentities = []byte("identities")
+	keySchema        = []byte("schemaVersion")
+	keyInstance      = []byte("instance")
+)
+
+// Options tune the store.
+type Options struct {
+	// BatchDelay is how long a write waits for others to share its commit.
+	BatchDelay time.Duration
+	// Timeout bounds waiting for the file lock (another edgeprovd holding it).
+	Timeout time.Duration
+}
+
+// Store is the bbolt store.
+type Store struct{ db *bbolt.DB }
+
+// Open opens or creates the store at path and checks its schema version.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: locked by another process (is edgeprovd already running?)", path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if opts.BatchDelay > 0 {
+		db.MaxBatchDelay = opts.BatchDelay
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(keySchema)
+		if v == nil {
+			return meta.Put(keySchema, []byte(strconv.Itoa(store.SchemaVersion)))
+		}
+		n, err := strconv.Atoi(string(v))
+		if err != nil {
+			return fmt.Errorf("unreadable schema version %q", v)
+		}
+		if n > store.SchemaVersion {
+			return fmt.Errorf("store schema version %d is newer than this edgeprovd supports (%d): upgrade edgeprovd", n, store.SchemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Instance implements store.Store.
+func (s *Store) Instance(ctx context.Context) (*Instance, error) {
+	var inst store.Instance
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return getJSON(tx.Bucket(bucketMeta), keyInstance, &inst)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
+// Instance is store.Instance.
+type Instance = store.Instance
+
+// CreateInstance implements store.Store.
+func (s *Store) CreateInstance(ctx context.Context, inst *store.Instance) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if b.Get(keyInstance) != nil {
+			return fmt.Errorf("instance: %w", store.ErrConflict)
+		}
+		return putJSON(b, keyInstance, inst)
+	})
+}
+
+// Update implements store.Store with bbolt's Batch (group commit).
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bbolt.Tx) error { return fn(&txn{tx}) })
+}
+
+// View implements store.Store.
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bbolt.Tx) error { return fn(&txn{tx}) })
+}
+
+// PruneOperations implements store.Store.
+func (s *Store) PruneOperations(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketOps)
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var op store.Operation
+			if err := json.Unmarshal(v, &op); err != nil {
+				return fmt.Errorf("operation %q: %w", k, err)
+			}
+			if op.UpdatedAt.Before(before) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+type txn struct{ tx *bbolt.Tx }
+
+func key(a, b string) []byte { return []byte(a + "\x00" + b) }
+
+func (t *txn) Operation(scope, id string) (*store.Operation, error) {
+	var op store.Operation
+	if err := getJSON(t.tx.Bucket(bucketOps), key(scope, id), &op); err != nil {
+		return nil, fmt.Errorf("operation %s: %w", id, err)
+	}
+	return &op, nil
+}
+
+func (t *txn) PutOperation(op *store.Operation) error {
+	return putJSON(t.tx.Bucket(bucketOps), key(op.Scope, op.ID), op)
+}
+
+func (t *txn) Record(scope, regID string) (*store.Record, error) {
+	var r store.Record
+	if err := getJSON(t.tx.Bucket(bucketRecords), key(scope, regID), &r); err != nil {
+		return nil, fmt.Errorf("registration %s: %w", regID, err)
+	}
+	return &r, nil
+}
+
+func (t *txn) PutRecord(r *store.Record) error {
+	return putJSON(t.tx.Bucket(bucketRecords), key(r.Scope, r.RegistrationID), r)
+}
+
+func (t *txn) DeleteRecord(scope, regID, etag string) error {
+	b := t.tx.Bucket(bucketRecords)
+	k := key(scope, regID)
+	if etag != "" {
+		r, err := t.Record(scope, regID)
+		if err != nil {
+			return err
+		}
+		if r.ETag != etag {
+			return fmt.Errorf("registration %s: etag mismatch: %w", regID, store.ErrConflict)
+		}
+	} else if b.Get(k) == nil {
+		return fmt.Errorf("registration %s: %w", regID, store.ErrNotFound)
+	}
+	return b.Delete(k)
+}
+
+func (t *txn) Records(scope, after string, limit int) ([]*store.Record, error) {
+	var out []*store.Record
+	err := scan(t.tx.Bucket(bucketRecords), scope, after, limit, func(v []byte) error {
+		var r store.Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		out = append(out, &r)
+		return nil
+	})
+	return out, err
+}
+
+func (t *txn) Identity(hub, deviceID string) (*store.Identity, error) {
+	var id store.Identity
+	if err := getJSON(t.tx.Bucket(bucketIdentities), key(hub, deviceID), &id); err != nil {
+		return nil, fmt.Errorf("device %s on %s: %w", deviceID, hub, err)
+	}
+	return &id, nil
+}
+
+func (t *txn) PutIdentity(id *store.Identity) error {
+	return putJSON(t.tx.Bucket(bucketIdentities), key(id.Hub, id.DeviceID), id)
+}
+
+func (t *txn) DeleteIdentity(hub, deviceID string) error {
+	b := t.tx.Bucket(bucketIdentities)
+	if b.Get(key(hub, deviceID)) == nil {
+		return fmt.Errorf("device %s on %s: %w", deviceID, hub, store.ErrNotFound)
+	}
+	return b.Delete(key(hub, deviceID))
+}
+
+func (t *txn) Identities(hub, after string, limit int) ([]*store.Identity, error) {
+	var out []*store.Identity
+	err := scan(t.tx.Bucket(bucketIdentities), hub, after, limit, func(v []byte) error {
+		var id store.Identity
+		if err := json.Unmarshal(v, &id); err != nil {
+			return err
+		}
+		out = append(out, &id)
+		return nil
+	})
+	return out, err
+}
+
+// scan visits the values under prefix, in key order, after the given suffix.
+func scan(b *bbolt.Bucket, prefix, after string, limit int, fn func([]byte) error) error {
+	p := []byte(prefix + "\x00")
+	c := b.Cursor()
+	var k, v []byte
+	if after == "" {
+		k, v = c.Seek(p)
+	} else {
+		start := key(prefix, after)
+		k, v = c.Seek(start)
+		if bytes.Equal(k, start) {
+			k, v = c.Next()
+		}
+	}
+	n := 0
+	for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		if limit > 0 && n == limit {
+			break
+		}
+		if err := fn(v); err != nil {
+			return fmt.Errorf("decode %q: %w", k, err)
+		}
+		n++
+	}
+	return nil
+}
+
+func getJSON(b *bbolt.Bucket, k []byte, v any) error {
+	data := b.Get(k)
+	if data == nil {
+		return store.ErrNotFound
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode %q: %w", k, err)
+	}
+	return nil
+}
+
+func putJSON(b *bbolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, data)
+}

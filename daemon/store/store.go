@@ -1,0 +1,121 @@
+// Package store is edgeprov's storage contract: the instance, device operations,
+// registration records and the identities of the embedded hub. Every record is
+// keyed by ID scope so that one daemon can serve several instances.
+//
+// Implementations: bolt (embedded default) and, later, PostgreSQL. Both pass
+// storetest.Run.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+)
+
+var (
+	// ErrNotFound is returned when the requested record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is returned when a create finds the record already there, or a
+	// conditional write finds another etag.
+	ErrConflict = errors.New("conflict")
+)
+
+// SchemaVersion is the layout version this build reads and writes; Open refuses
+// a store written by a newer version.
+const SchemaVersion = 1
+
+// Store is the storage contract.
+type Store interface {
+	// Instance returns the instance created by edgeprovd init, or ErrNotFound.
+	Instance(ctx context.Context) (*Instance, error)
+	// CreateInstance stores the instance once; ErrConflict if one exists.
+	CreateInstance(ctx context.Context, inst *Instance) error
+	// Update runs fn in a read-write transaction that is durable when Update
+	// returns nil. Concurrent Updates may be committed together (group commit),
+	// so fn may run more than once and must not have side effects outside tx.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(tx Tx) error) error
+	// PruneOperations deletes operations last updated before t and returns how many.
+	PruneOperations(ctx context.Context, before time.Time) (int, error)
+	Close() error
+}
+
+// Tx is what a transaction can do. Methods return ErrNotFound for missing records.
+type Tx interface {
+	Operation(scope, id string) (*Operation, error)
+	PutOperation(op *Operation) error
+
+	Record(scope, registrationID string) (*Record, error)
+	PutRecord(r *Record) error
+	// DeleteRecord removes a record; with a non-empty etag it deletes only if the
+	// etag matches (ErrConflict otherwise).
+	DeleteRecord(scope, registrationID, etag string) error
+	// Records lists records of a scope in registration ID order, starting after
+	// the given ID, at most limit (0: no limit).
+	Records(scope, after string, limit int) ([]*Record, error)
+
+	Identity(hub, deviceID string) (*Identity, error)
+	PutIdentity(id *Identity) error
+	DeleteIdentity(hub, deviceID string) error
+	Identities(hub, after string, limit int) ([]*Identity, error)
+}
+
+// Instance is what edgeprovd init creates.
+type Instance struct {
+	IDScope   string    `json:"idScope"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// Operation is a device registration operation, pollable until pruned.
+type Operation struct {
+	Scope          string    `json:"scope"`
+	ID             string    `json:"id"`
+	RegistrationID string    `json:"registrationId"`
+	Status         string    `json:"status"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+	// Attestation and EnrollmentGroupID say how the device proved itself, so a
+	// poll is authenticated the same way.
+	Attestation       string                           `json:"attestation"`
+	EnrollmentGroupID string                           `json:"enrollmentGroupId,omitempty"`
+	Result            *dpsapi.DeviceRegistrationResult `json:"result,omitempty"`
+}
+
+// Record is a registration record: written when a device is assigned, deleted
+// by an operator, never edited (a re-registration writes a new version).
+type Record struct {
+	Scope             string          `json:"scope"`
+	RegistrationID    string          `json:"registrationId"`
+	DeviceID          string          `json:"deviceId"`
+	AssignedHub       string          `json:"assignedHub"`
+	InitialHub        string          `json:"initialHub"`
+	Status            string          `json:"status"`
+	Substatus         string          `json:"substatus,omitempty"`
+	Attestation       string          `json:"attestation"`
+	EnrollmentGroupID string          `json:"enrollmentGroupId,omitempty"`
+	CreatedAt         time.Time       `json:"createdAt"`
+	UpdatedAt         time.Time       `json:"updatedAt"`
+	ETag              string          `json:"etag"`
+	Payload           json.RawMessage `json:"payload,omitempty"`
+}
+
+// Identity is a device identity in the embedded (local) hub's registry.
+type Identity struct {
+	Hub      string `json:"hub"`
+	DeviceID string `json:"deviceId"`
+	// AuthType is sas, selfSigned (X.509 thumbprint) or certificateAuthority.
+	AuthType string `json:"authType"`
+	// KeyRef names where the device's key comes from (e.g. "group:line-7#derived");
+	// the key itself is not stored here.
+	KeyRef      string          `json:"keyRef,omitempty"`
+	IoTEdge     bool            `json:"iotEdge,omitempty"`
+	Status      string          `json:"status"`
+	InitialTwin json.RawMessage `json:"initialTwin,omitempty"`
+	ETag        string          `json:"etag"`
+	CreatedAt   time.Time       `json:"createdAt"`
+	UpdatedAt   time.Time       `json:"updatedAt"`
+}

@@ -1,0 +1,264 @@
+// Package storetest is the conformance suite every store.Store passes.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/store"
+)
+
+// Run runs the suite; newStore returns an empty store, closed by the suite.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"instance", testInstance},
+		{"operations", testOperations},
+		{"records", testRecords},
+		{"records/scoped", testRecordsScoped},
+		{"identities", testIdentities},
+		{"update/rollback", testRollback},
+		{"update/concurrent", testConcurrent},
+		{"prune", testPrune},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			t.Cleanup(func() { s.Close() })
+			tt.fn(t, s)
+		})
+	}
+}
+
+var ctx = context.Background()
+
+func testInstance(t *testing.T, s store.Store) {
+	if _, err := s.Instance(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Instance on empty store: %v, want ErrNotFound", err)
+	}
+	inst := &store.Instance{IDScope: "0ne00ABCDEF", CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	if err := s.CreateInstance(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateInstance(ctx, &store.Instance{IDScope: "0ne00000000"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second CreateInstance: %v, want ErrConflict", err)
+	}
+	got, err := s.Instance(ctx)
+	if err != nil || got.IDScope != inst.IDScope || !got.CreatedAt.Equal(inst.CreatedAt) {
+		t.Fatalf("Instance = %+v, %v; want %+v", got, err, inst)
+	}
+}
+
+func testOperations(t *testing.T, s store.Store) {
+	now := time.Now().UTC()
+	op := &store.Operation{Scope: "0ne00ABCDEF", ID: "4.abc.1", RegistrationID: "dev-1", Status: dpsapi.StatusAssigned,
+		CreatedAt: now, UpdatedAt: now, Attestation: "symmetricKey",
+		Result: &dpsapi.DeviceRegistrationResult{RegistrationID: "dev-1", Status: dpsapi.StatusAssigned, AssignedHub: "hub-a", DeviceID: "dev-1"}}
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.PutOperation(op) })
+	var got *store.Operation
+	mustView(t, s, func(tx store.Tx) (err error) { got, err = tx.Operation(op.Scope, op.ID); return err })
+	if got.RegistrationID != "dev-1" || got.Result == nil || got.Result.AssignedHub != "hub-a" {
+		t.Fatalf("Operation = %+v", got)
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		if _, err := tx.Operation("0ne00000000", op.ID); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("operation of another scope: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+}
+
+func record(scope, id string) *store.Record {
+	now := time.Now().UTC()
+	return &store.Record{Scope: scope, RegistrationID: id, DeviceID: id, AssignedHub: "hub-a", InitialHub: "hub-a",
+		Status: dpsapi.StatusAssigned, Substatus: dpsapi.SubstatusInitialAssignment, Attestation: "symmetricKey",
+		CreatedAt: now, UpdatedAt: now, ETag: "etag-" + id, Payload: []byte(`{"a":1}`)}
+}
+
+func testRecords(t *testing.T, s store.Store) {
+	const scope = "0ne00ABCDEF"
+	for _, id := range []string{"dev-3", "dev-1", "dev-2"} {
+		r := record(scope, id)
+		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutRecord(r) })
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		r, err := tx.Record(scope, "dev-2")
+		if err != nil || r.DeviceID != "dev-2" || string(r.Payload) != `{"a":1}` {
+			return fmt.Errorf("Record = %+v, %v", r, err)
+		}
+		all, err := tx.Records(scope, "", 0)
+		if err != nil || len(all) != 3 || all[0].RegistrationID != "dev-1" || all[2].RegistrationID != "dev-3" {
+			return fmt.Errorf("Records = %v, %v; want dev-1..3 in order", ids(all), err)
+		}
+		page, err := tx.Records(scope, "dev-1", 1)
+		if err != nil || len(page) != 1 || page[0].RegistrationID != "dev-2" {
+			return fmt.Errorf("Records after dev-1 limit 1 = %v, %v", ids(page), err)
+		}
+		return nil
+	})
+	mustUpdate(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteRecord(scope, "dev-1", "wrong"); !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("delete with wrong etag: %v, want ErrConflict", err)
+		}
+		if err := tx.DeleteRecord(scope, "dev-1", "etag-dev-1"); err != nil {
+			return err
+		}
+		if err := tx.DeleteRecord(scope, "dev-2", ""); err != nil {
+			return err
+		}
+		if err := tx.DeleteRecord(scope, "dev-2", ""); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("second delete: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		all, err := tx.Records(scope, "", 0)
+		if err != nil || len(all) != 1 {
+			return fmt.Errorf("after deletes Records = %v, %v", ids(all), err)
+		}
+		return nil
+	})
+}
+
+func testRecordsScoped(t *testing.T, s store.Store) {
+	mustUpdate(t, s, func(tx store.Tx) error {
+		if err := tx.PutRecord(record("0ne00000001", "dev")); err != nil {
+			return err
+		}
+		return tx.PutRecord(record("0ne00000002", "dev"))
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		for _, sc := range []string{"0ne00000001", "0ne00000002"} {
+			all, err := tx.Records(sc, "", 0)
+			if err != nil || len(all) != 1 || all[0].Scope != sc {
+				return fmt.Errorf("Records(%s) = %v, %v", sc, ids(all), err)
+			}
+		}
+		return nil
+	})
+}
+
+func testIdentities(t *testing.T, s store.Store) {
+	now := time.Now().UTC()
+	for _, d := range []string{"b", "a"} {
+		id := &store.Identity{Hub: "hub-a", DeviceID: d, AuthType: "sas", Status: "enabled", ETag: "1", CreatedAt: now, UpdatedAt: now}
+		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutIdentity(id) })
+	}
+	mustUpdate(t, s, func(tx store.Tx) error {
+		return tx.PutIdentity(&store.Identity{Hub: "hub-b", DeviceID: "a", AuthType: "sas", Status: "enabled"})
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		all, err := tx.Identities("hub-a", "", 0)
+		if err != nil || len(all) != 2 || all[0].DeviceID != "a" {
+			return fmt.Errorf("Identities(hub-a) = %d, %v", len(all), err)
+		}
+		return nil
+	})
+	mustUpdate(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteIdentity("hub-a", "a"); err != nil {
+			return err
+		}
+		if err := tx.DeleteIdentity("hub-a", "a"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("second delete: %v", err)
+		}
+		return nil
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		if _, err := tx.Identity("hub-b", "a"); err != nil {
+			return fmt.Errorf("other hub's identity gone: %v", err)
+		}
+		return nil
+	})
+}
+
+func testRollback(t *testing.T, s store.Store) {
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.PutRecord(record("0ne00ABCDEF", "half")); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update = %v, want boom", err)
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		if _, err := tx.Record("0ne00ABCDEF", "half"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("half-written record visible: %v", err)
+		}
+		return nil
+	})
+}
+
+func testConcurrent(t *testing.T, s store.Store) {
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := record("0ne00ABCDEF", fmt.Sprintf("dev-%03d", i))
+			errs <- s.Update(ctx, func(tx store.Tx) error { return tx.PutRecord(r) })
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		all, err := tx.Records("0ne00ABCDEF", "", 0)
+		if err != nil || len(all) != n {
+			return fmt.Errorf("Records = %d, %v; want %d", len(all), err, n)
+		}
+		return nil
+	})
+}
+
+func testPrune(t *testing.T, s store.Store) {
+	old := time.Now().Add(-2 * time.Hour).UTC()
+	for i, at := range []time.Time{old, old, time.Now().UTC()} {
+		op := &store.Operation{Scope: "0ne00ABCDEF", ID: fmt.Sprint(i), RegistrationID: "d", Status: "assigned", CreatedAt: at, UpdatedAt: at}
+		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutOperation(op) })
+	}
+	n, err := s.PruneOperations(ctx, time.Now().Add(-time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("PruneOperations = %d, %v; want 2", n, err)
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		_, err := tx.Operation("0ne00ABCDEF", "2")
+		return err
+	})
+}
+
+func ids(rs []*store.Record) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.RegistrationID)
+	}
+	return out
+}
+
+func mustUpdate(t *testing.T, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.Update(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustView(t *testing.T, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.View(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+}
