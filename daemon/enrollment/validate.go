@@ -20,6 +20,9 @@ type FieldError struct {
 func (e *FieldError) Error() string { return e.Path + ": " + e.Err.Error() }
 func (e *FieldError) Unwrap() error { return e.Err }
 
+// FieldPath is the path the error is about.
+func (e *FieldError) FieldPath() string { return e.Path }
+
 type problems struct {
 	prefix string
 	errs   []error

@@ -1,0 +1,81 @@
+// Package state is the agent's result file: written atomically (temp file,
+// fsync, rename), so a crash leaves the old result or the new one.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Result is what a provisioning run leaves for the device's other software.
+type Result struct {
+	ProvisioningHost string          `json:"provisioningHost"`
+	IDScope          string          `json:"idScope"`
+	RegistrationID   string          `json:"registrationId"`
+	DeviceID         string          `json:"deviceId"`
+	AssignedHub      string          `json:"assignedHub"`
+	Status           string          `json:"status"`
+	Substatus        string          `json:"substatus,omitempty"`
+	Payload          json.RawMessage `json:"payload,omitempty"`
+	OperationID      string          `json:"operationId"`
+	ProvisionedAt    time.Time       `json:"provisionedAt"`
+}
+
+// ErrNone is returned by Load when there is no result yet.
+var ErrNone = errors.New("no provisioning result yet")
+
+// Load reads a result file.
+func Load(path string) (*Result, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNone
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s is corrupt: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Save writes r to path atomically.
+func Save(path string, r *Result) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(append(data, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,261 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/allocation"
+	"github.com/edgeprov/edgeprov/daemon/attestation"
+	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	"github.com/edgeprov/edgeprov/daemon/catalog"
+	"github.com/edgeprov/edgeprov/daemon/config"
+	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
+	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/hub"
+	"github.com/edgeprov/edgeprov/daemon/hub/local"
+	"github.com/edgeprov/edgeprov/daemon/pki"
+	"github.com/edgeprov/edgeprov/daemon/registration"
+	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/daemon/store/bolt"
+)
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	cfgPath := configFlag(fs)
+	stateDir := stateDirFlag(fs)
+	readyFile := fs.String("ready-file", "", "write the bound listener addresses (JSON) here once serving")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, *stateDir)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	d, err := Build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				d.ReloadCatalog()
+			}
+		}
+	}()
+	return d.Serve(ctx, *readyFile)
+}
+
+// Daemon is a built edgeprovd.
+type Daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	store   store.Store
+	scope   string
+	catalog *catalog.Source
+	hubs    *hubSet
+	service *registration.Service
+	tls     *tls.Config
+	device  net.Listener
+}
+
+// Build assembles the daemon from its config; the listeners are bound here so
+// that errors (port in use) surface before Serve.
+func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	st, err := bolt.Open(cfg.StorePath(), bolt.Options{})
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: log, store: st}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	inst, err := st.Instance(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no instance in %s: run 'edgeprovd init --config %s' first", cfg.StorePath(), cfg.File())
+	} else if err != nil {
+		return nil, err
+	}
+	d.scope = inst.IDScope
+
+	var cat *catalog.File
+	if cfg.Catalog != "" {
+		if cat, err = catalog.Load(cfg.Path(cfg.Catalog)); err != nil {
+			return nil, &ExitError{ExitConfig, err}
+		}
+	}
+	d.catalog = catalog.NewSource(d.scope, cat)
+	d.hubs = newHubSet(cfg, st)
+
+	d.service = registration.New(registration.Config{
+		Store:       st,
+		Enrollments: d.catalog,
+		Hubs:        d.hubs,
+		Verifier:    &attestation.Verifier{Symkey: &symkey.Verifier{Skew: cfg.Device.SASClockSkew.Duration}},
+		Policies: map[string]allocation.Policy{
+			enrollment.AllocationHashed: allocation.Hashed{},
+			enrollment.AllocationStatic: allocation.Static{},
+		},
+		DefaultPolicy: cfg.Allocation.DefaultPolicy,
+		Scopes:        []string{d.scope},
+		Logger:        log,
+	})
+
+	cert, err := tls.LoadX509KeyPair(cfg.ServerCertPath(), cfg.ServerKeyPath())
+	if err != nil {
+		return nil, fmt.Errorf("load device endpoint certificate: %w", err)
+	}
+	d.tls = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		// Request, not require: symmetric-key and TPM devices send no certificate.
+		ClientAuth: tls.RequestClientCert,
+	}
+	if d.device, err = net.Listen("tcp", cfg.Device.Listen); err != nil {
+		return nil, fmt.Errorf("device endpoint: %w", err)
+	}
+	ok = true
+	return d, nil
+}
+
+// Service exposes the registration service (for in-process benchmarks and tests).
+func (d *Daemon) Service() *registration.Service { return d.service }
+
+// IDScope is the instance's ID scope.
+func (d *Daemon) IDScope() string { return d.scope }
+
+// Close releases the store and listeners.
+func (d *Daemon) Close() error {
+	if d.device != nil {
+		d.device.Close()
+	}
+	if d.store != nil {
+		return d.store.Close()
+	}
+	return nil
+}
+
+// Serve serves until ctx ends, then drains in-flight requests.
+func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
+	srv := &http.Server{
+		Handler:           https.NewHandler(d.service, d.cfg.Device.RetryAfterSeconds, d.log),
+		TLSConfig:         d.tls,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(d.device, "", "") }()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.pruneLoop(ctx) }()
+
+	addr := d.device.Addr().String()
+	if readyFile != "" {
+		data, _ := json.Marshal(map[string]string{"device": addr, "idScope": d.scope})
+		if err := pki.WriteFileAtomic(readyFile, data, 0o644); err != nil {
+			return fmt.Errorf("write ready file: %w", err)
+		}
+	}
+	d.log.Info("edgeprovd ready", "idScope", d.scope, "device", addr, "linkedHubs", len(d.hubs.Linked()), "version", Version)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	d.log.Info("edgeprovd stopping: draining in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		d.log.Warn("shutdown", "error", serr)
+	}
+	wg.Wait()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("device endpoint: %w", err)
+	}
+	return nil
+}
+
+// ReloadCatalog parses and validates the whole catalog file and swaps it in; on
+// any error the current catalog keeps serving.
+func (d *Daemon) ReloadCatalog() error {
+	if d.cfg.Catalog == "" {
+		return nil
+	}
+	f, err := catalog.Load(d.cfg.Path(d.cfg.Catalog))
+	if err != nil {
+		d.log.Error("catalog reload refused; the previous catalog keeps serving", "error", err)
+		return err
+	}
+	d.catalog.Swap(f)
+	d.log.Info("catalog reloaded", "file", f.Path, "enrollments", len(f.Individuals), "enrollmentGroups", len(f.Groups))
+	return nil
+}
+
+func (d *Daemon) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := d.store.PruneOperations(ctx, time.Now().Add(-d.cfg.Operations.Retention.Duration))
+			if err != nil {
+				d.log.Warn("prune operations", "error", err)
+			} else if n > 0 {
+				d.log.Debug("pruned operations", "count", n)
+			}
+		}
+	}
+}
+
+// hubSet is the linked hubs built from the config.
+type hubSet struct{ linked []*hub.Linked }
+
+func newHubSet(cfg *config.Config, st store.Store) *hubSet {
+	hs := &hubSet{}
+	for _, h := range cfg.LinkedHubs {
+		var drv hub.Driver
+		switch h.Driver {
+		case "local":
+			drv = local.New(h.HostName, st)
+		}
+		hs.linked = append(hs.linked, &hub.Linked{Name: h.Name, HostName: h.HostName, Weight: h.AllocationWeight,
+			ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Driver: drv})
+	}
+	return hs
+}
+
+// Linked implements registration.Hubs.
+func (h *hubSet) Linked() []*hub.Linked { return h.linked }

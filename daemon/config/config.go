@@ -1,0 +1,235 @@
+// Package config loads edgeprovd's YAML configuration: strict parse, defaults,
+// then Validate, every problem reported with its file, line and field.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/strictyaml"
+)
+
+// Version is the config format this build reads.
+const Version = 1
+
+// Config is edgeprovd.yaml.
+type Config struct {
+	Version int `yaml:"version"`
+	// StateDir holds the store, the TLS material and the policy keys made by
+	// edgeprovd init. Relative paths are relative to the config file.
+	StateDir string `yaml:"stateDir"`
+	// Catalog is the YAML enrollment catalog (optional).
+	Catalog    string     `yaml:"catalog,omitempty"`
+	Device     Device     `yaml:"device"`
+	Allocation Allocation `yaml:"allocation,omitempty"`
+	LinkedHubs []Hub      `yaml:"linkedHubs"`
+	Operations Operations `yaml:"operations,omitempty"`
+	Log        Log        `yaml:"log,omitempty"`
+
+	dir, file string
+}
+
+// Device is the device provisioning endpoint.
+type Device struct {
+	// Listen is the HTTPS address, default ":8443".
+	Listen string `yaml:"listen,omitempty"`
+	// HostNames go into the server certificate's SANs at init (DNS names or IPs).
+	HostNames []string `yaml:"hostNames,omitempty"`
+	// RetryAfterSeconds is told to polling devices; default 1.
+	RetryAfterSeconds int `yaml:"retryAfterSeconds,omitempty"`
+	// SASClockSkew is how far past its expiry a device token is still accepted.
+	SASClockSkew Duration `yaml:"sasClockSkew,omitempty"`
+}
+
+// Allocation holds the service-level allocation settings.
+type Allocation struct {
+	DefaultPolicy string `yaml:"defaultPolicy,omitempty"`
+}
+
+// Hub is a linked hub.
+type Hub struct {
+	Name                  string `yaml:"name"`
+	HostName              string `yaml:"hostName"`
+	AllocationWeight      int    `yaml:"allocationWeight,omitempty"`
+	ApplyAllocationPolicy *bool  `yaml:"applyAllocationPolicy,omitempty"`
+	Driver                string `yaml:"driver,omitempty"`
+}
+
+// Operations tunes how long device operations stay pollable.
+type Operations struct {
+	Retention Duration `yaml:"retention,omitempty"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level,omitempty"`
+	Format string `yaml:"format,omitempty"`
+}
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler (yaml.v3 uses it for scalars).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. 30s, 5m, 24h)", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Load reads, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load on bytes already read; path places errors and relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	var c Config
+	doc, err := strictyaml.Decode(path, data, &c, Version)
+	if err != nil {
+		return nil, err
+	}
+	c.dir, c.file = filepath.Dir(path), path
+	c.defaults()
+	if err := doc.Annotate(c.Validate()); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) defaults() {
+	if c.Device.Listen == "" {
+		c.Device.Listen = ":8443"
+	}
+	if len(c.Device.HostNames) == 0 {
+		c.Device.HostNames = []string{"localhost", "127.0.0.1", "::1"}
+	}
+	if c.Device.RetryAfterSeconds == 0 {
+		c.Device.RetryAfterSeconds = 1
+	}
+	if c.Device.SASClockSkew.Duration == 0 {
+		c.Device.SASClockSkew.Duration = 5 * time.Minute
+	}
+	if c.Allocation.DefaultPolicy == "" {
+		c.Allocation.DefaultPolicy = enrollment.AllocationHashed
+	}
+	if c.Operations.Retention.Duration == 0 {
+		c.Operations.Retention.Duration = 24 * time.Hour
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	for i := range c.LinkedHubs {
+		h := &c.LinkedHubs[i]
+		if h.AllocationWeight == 0 {
+			h.AllocationWeight = 1
+		}
+		if h.ApplyAllocationPolicy == nil {
+			t := true
+			h.ApplyAllocationPolicy = &t
+		}
+		if h.Driver == "" {
+			h.Driver = "local"
+		}
+	}
+}
+
+// Validate returns every problem, each with its field path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) { errs = append(errs, strictyaml.Errorf(path, format, args...)) }
+	if c.StateDir == "" {
+		bad("stateDir", "required")
+	}
+	if _, _, err := net.SplitHostPort(c.Device.Listen); err != nil {
+		bad("device.listen", "%q is not a host:port address", c.Device.Listen)
+	}
+	if c.Device.RetryAfterSeconds < 1 || c.Device.RetryAfterSeconds > 300 {
+		bad("device.retryAfterSeconds", "must be 1 to 300 (the C SDK ignores other values)")
+	}
+	if c.Device.SASClockSkew.Duration < 0 || c.Device.SASClockSkew.Duration > time.Hour {
+		bad("device.sasClockSkew", "must be between 0 and 1h")
+	}
+	switch c.Allocation.DefaultPolicy {
+	case enrollment.AllocationHashed, enrollment.AllocationStatic:
+	default:
+		bad("allocation.defaultPolicy", "%q is not available (hashed or static)", c.Allocation.DefaultPolicy)
+	}
+	if c.Operations.Retention.Duration < time.Minute {
+		bad("operations.retention", "must be at least 1m")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	if len(c.LinkedHubs) == 0 {
+		bad("linkedHubs", "at least one linked hub is required")
+	}
+	names, hosts := map[string]bool{}, map[string]bool{}
+	for i, h := range c.LinkedHubs {
+		p := fmt.Sprintf("linkedHubs[%d]", i)
+		if h.Name == "" {
+			bad(p+".name", "required")
+		} else if names[strings.ToLower(h.Name)] {
+			bad(p+".name", "hub name %q is used twice", h.Name)
+		}
+		names[strings.ToLower(h.Name)] = true
+		if h.HostName == "" {
+			bad(p+".hostName", "required")
+		} else if hosts[strings.ToLower(h.HostName)] {
+			bad(p+".hostName", "host name %q is used twice", h.HostName)
+		}
+		hosts[strings.ToLower(h.HostName)] = true
+		if h.AllocationWeight < 1 || h.AllocationWeight > 1000 {
+			bad(p+".allocationWeight", "must be 1 to 1000")
+		}
+		if h.Driver != "local" {
+			bad(p+".driver", "unknown hub driver %q (available: local)", h.Driver)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// File is the config file's path.
+func (c *Config) File() string { return c.file }
+
+// Path resolves p relative to the config file.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// State layout under StateDir.
+func (c *Config) StorePath() string      { return filepath.Join(c.Path(c.StateDir), "edgeprov.db") }
+func (c *Config) TLSDir() string         { return filepath.Join(c.Path(c.StateDir), "tls") }
+func (c *Config) CACertPath() string     { return filepath.Join(c.TLSDir(), "ca.pem") }
+func (c *Config) CAKeyPath() string      { return filepath.Join(c.TLSDir(), "ca.key") }
+func (c *Config) ServerCertPath() string { return filepath.Join(c.TLSDir(), "server.pem") }
+func (c *Config) ServerKeyPath() string  { return filepath.Join(c.TLSDir(), "server.key") }
+func (c *Config) PolicyDir() string      { return filepath.Join(c.Path(c.StateDir), "policies") }

@@ -1,0 +1,38 @@
+package https
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/registration"
+)
+
+// errorFor maps a domain error to the HTTP status and DPS error body. Internal
+// errors become an opaque 500; their details go to the log only.
+func (h *Handler) errorFor(ctx context.Context, err error, trackingID string) (int, *dpsapi.ErrorDetails) {
+	var bad *registration.BadRequestError
+	code, msg := dpsapi.CodeInternal, "An internal error occurred."
+	switch {
+	case errors.As(err, &bad):
+		code, msg = bad.Code, bad.Msg
+	case errors.Is(err, registration.ErrUnauthorized):
+		code, msg = dpsapi.CodeUnauthorized, "Unauthorized"
+	case errors.Is(err, registration.ErrNotFound):
+		code, msg = dpsapi.CodeNotFound, "Not found"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		code, msg = dpsapi.CodeInternal, "The request was cancelled."
+	default:
+		h.log.LogAttrs(ctx, slog.LevelError, "device request failed", slog.String("trackingId", trackingID), slog.Any("error", err))
+	}
+	return dpsapi.HTTPStatus(code), &dpsapi.ErrorDetails{ErrorCode: code, TrackingID: trackingID, Message: msg}
+}
+
+func statusOf(code int) int {
+	if s := dpsapi.HTTPStatus(code); s >= 400 && s < 600 {
+		return s
+	}
+	return http.StatusInternalServerError
+}

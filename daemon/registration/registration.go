@@ -1,0 +1,432 @@
+// Package registration is THE provisioning use case: Register, OperationStatus
+// and RegistrationStatus. Transports (HTTPS, MQTT) decode into these requests
+// and map the domain errors; every rule lives here once.
+package registration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/allocation"
+	"github.com/edgeprov/edgeprov/daemon/attestation"
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/hub"
+	"github.com/edgeprov/edgeprov/daemon/store"
+)
+
+// Enrollments gives the current enrollments of a scope (nil when it has none).
+type Enrollments interface {
+	Set(scope string) *enrollment.Set
+}
+
+// Hubs gives the current linked hubs, in config order.
+type Hubs interface {
+	Linked() []*hub.Linked
+}
+
+// Config builds a Service.
+type Config struct {
+	Store       store.Store
+	Enrollments Enrollments
+	Hubs        Hubs
+	Verifier    *attestation.Verifier
+	// Policies by DPS name; DefaultPolicy applies when an enrollment names none.
+	Policies      map[string]allocation.Policy
+	DefaultPolicy string
+	// Scopes are the ID scopes this daemon serves.
+	Scopes []string
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Service runs registrations.
+type Service struct {
+	cfg    Config
+	scopes map[string]bool
+	log    *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	s := &Service{cfg: cfg, scopes: map[string]bool{}, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.cfg.Now == nil {
+		s.cfg.Now = time.Now
+	}
+	if s.cfg.DefaultPolicy == "" {
+		s.cfg.DefaultPolicy = enrollment.AllocationHashed
+	}
+	for _, sc := range cfg.Scopes {
+		s.scopes[dpsapi.NormalizeIDScope(sc)] = true
+	}
+	return s
+}
+
+// RegisterRequest is a device's register call.
+type RegisterRequest struct {
+	Scope          string // from the path or MQTT username
+	RegistrationID string // from the path or MQTT username, case as sent
+	Body           dpsapi.DeviceRegistration
+	Authorization  string
+}
+
+// PollRequest is an operation status poll.
+type PollRequest struct {
+	Scope, RegistrationID, OperationID string
+	Authorization                      string
+}
+
+// StatusRequest is the registration status lookup (POST /{scope}/registrations/{id}).
+type StatusRequest struct {
+	Scope, RegistrationID string
+	Body                  dpsapi.DeviceRegistration
+	Authorization         string
+}
+
+// Register runs the pipeline of DESIGN.md and answers "assigning" with an
+// operation ID; the outcome is durable in the store before this returns, so the
+// first poll sees the final state.
+func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.RegistrationOperationStatus, error) {
+	scope, key, err := s.target(req.Scope, req.RegistrationID)
+	if err != nil {
+		return nil, err
+	}
+	if b := req.Body.RegistrationID; b != "" && !strings.EqualFold(b, req.RegistrationID) {
+		return nil, badRequest(dpsapi.CodeIDMismatch, "registrationId %q in the body differs from %q in the request path", b, req.RegistrationID)
+	}
+	prev, err := s.previousRecord(ctx, scope, key)
+	if err != nil {
+		return nil, err
+	}
+	hint := ""
+	if prev != nil {
+		hint = prev.EnrollmentGroupID
+	}
+
+	// 1–2. Find the enrollment and attest.
+	res, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}, hint)
+	if err != nil {
+		return nil, err
+	}
+
+	now := s.cfg.Now().UTC()
+	op := &store.Operation{Scope: scope, ID: newOperationID(), RegistrationID: key, CreatedAt: now, UpdatedAt: now,
+		Attestation: res.Type, EnrollmentGroupID: res.GroupID()}
+	var rec *store.Record
+
+	// 3. Refuse disabled enrollments (an individual entry inside a group wins).
+	if c := res.Common(); !c.Enabled() {
+		s.fail(op, dpsapi.CodeEnrollmentDisabled, "The enrollment is disabled.")
+	} else if rec, err = s.assign(ctx, scope, key, req, res, prev, now); err != nil {
+		var fe *failure
+		if !errors.As(err, &fe) {
+			return nil, err
+		}
+		s.fail(op, fe.code, fe.msg)
+	} else {
+		op.Status = dpsapi.StatusAssigned
+		op.Result = resultOf(rec)
+	}
+
+	// 6. The record and the operation become durable together, before the device
+	// can read "assigned".
+	if err := s.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		if rec != nil {
+			if err := tx.PutRecord(rec); err != nil {
+				return err
+			}
+		}
+		return tx.PutOperation(op)
+	}); err != nil {
+		return nil, fmt.Errorf("store registration of %s: %w", key, err)
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "registration", slog.String("scope", scope), slog.String("registrationId", key),
+		slog.String("attestation", res.Type), slog.String("enrollmentGroupId", res.GroupID()), slog.String("status", op.Status),
+		slog.String("operationId", op.ID), slog.String("hub", assignedHub(rec)))
+	return &dpsapi.RegistrationOperationStatus{OperationID: op.ID, Status: dpsapi.StatusAssigning}, nil
+}
+
+// failure is an outcome that ends the operation as failed (not a request error).
+type failure struct {
+	code int
+	msg  string
+}
+
+func (f *failure) Error() string { return f.msg }
+
+// assign runs steps 4 and 5: allocate a hub (honouring the reprovision policy and
+// the previous record) and create the identity there. It returns the new record.
+func (s *Service) assign(ctx context.Context, scope, key string, req RegisterRequest, res *attestation.Result, prev *store.Record, now time.Time) (*store.Record, error) {
+	c := res.Common()
+	h, err := s.allocate(ctx, key, c, prev)
+	if err != nil {
+		if errors.Is(err, allocation.ErrNoHub) {
+			return nil, &failure{dpsapi.CodeNoHub, "No linked hub is available for this device: " + err.Error()}
+		}
+		return nil, &failure{dpsapi.CodeAllocationFailed, "Allocation failed: " + err.Error()}
+	}
+	deviceID := res.DeviceID(key)
+	dev := hub.Device{DeviceID: deviceID, AuthType: hub.AuthSAS, KeyRef: res.KeyRef}
+	if c.Capabilities != nil {
+		dev.IoTEdge = c.Capabilities.IoTEdge
+	}
+	if c.InitialTwin != nil {
+		if dev.InitialTwin, err = json.Marshal(c.InitialTwin); err != nil {
+			return nil, fmt.Errorf("initial twin: %w", err)
+		}
+	}
+	// 5. Create or update the identity (idempotent, so a retried registration
+	// never makes a second one).
+	if err := h.Driver.EnsureDevice(ctx, dev); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "hub driver failed", slog.String("hub", h.HostName), slog.String("deviceId", deviceID), slog.Any("error", err))
+		if errors.Is(err, hub.ErrRefused) {
+			return nil, &failure{dpsapi.CodeHubUnauthorized, "The linked hub rejected the device registration."}
+		}
+		return nil, &failure{dpsapi.CodeInternal, "The linked hub could not be reached."}
+	}
+
+	rec := &store.Record{Scope: scope, RegistrationID: key, DeviceID: deviceID, AssignedHub: h.HostName, InitialHub: h.HostName,
+		Status: dpsapi.StatusAssigned, Substatus: dpsapi.SubstatusInitialAssignment, Attestation: res.Type,
+		EnrollmentGroupID: res.GroupID(), CreatedAt: now, UpdatedAt: now, ETag: newETag(), Payload: payloadOf(req.Body.Payload)}
+	if prev != nil {
+		rec.CreatedAt, rec.InitialHub = prev.CreatedAt, prev.InitialHub
+		switch {
+		case prev.AssignedHub == h.HostName:
+			rec.Substatus = prev.Substatus
+		case h.HostName == prev.InitialHub:
+			rec.Substatus = dpsapi.SubstatusReprovisionedToInitialAssignment
+		case migrate(c):
+			rec.Substatus = dpsapi.SubstatusDeviceDataMigrated
+		default:
+			rec.Substatus = dpsapi.SubstatusDeviceDataReset
+		}
+		if prev.AssignedHub != h.HostName || prev.DeviceID != deviceID {
+			// The device moved: DPS removes it from the hub it left.
+			s.removeOld(ctx, prev)
+		}
+	}
+	return rec, nil
+}
+
+// allocate picks the hub: the previous one when the reprovision policy says not
+// to move (and it is still linked), else the enrollment's policy.
+func (s *Service) allocate(ctx context.Context, key string, c *enrollment.Common, prev *store.Record) (*hub.Linked, error) {
+	linked := s.cfg.Hubs.Linked()
+	if prev != nil && !updateHub(c) {
+		for _, h := range linked {
+			if h.HostName == prev.AssignedHub {
+				return h, nil
+			}
+		}
+	}
+	name := c.AllocationPolicy
+	if name == "" {
+		name = s.cfg.DefaultPolicy
+	}
+	p, ok := s.cfg.Policies[name]
+	if !ok {
+		return nil, fmt.Errorf("allocation policy %q is not available on this daemon", name)
+	}
+	cands, err := allocation.Candidates(linked, c, name)
+	if err != nil {
+		return nil, err
+	}
+	return p.Allocate(ctx, allocation.Request{RegistrationID: key, Candidates: cands})
+}
+
+func (s *Service) removeOld(ctx context.Context, prev *store.Record) {
+	for _, h := range s.cfg.Hubs.Linked() {
+		if h.HostName == prev.AssignedHub {
+			if err := h.Driver.DeleteDevice(ctx, prev.DeviceID); err != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "could not remove device from its previous hub", slog.String("hub", h.HostName),
+					slog.String("deviceId", prev.DeviceID), slog.Any("error", err))
+			}
+		}
+	}
+}
+
+func updateHub(c *enrollment.Common) bool {
+	return c.ReprovisionPolicy == nil || c.ReprovisionPolicy.UpdateHubAssignment == nil || *c.ReprovisionPolicy.UpdateHubAssignment
+}
+
+func migrate(c *enrollment.Common) bool {
+	return c.ReprovisionPolicy == nil || c.ReprovisionPolicy.MigrateDeviceData == nil || *c.ReprovisionPolicy.MigrateDeviceData
+}
+
+func (s *Service) fail(op *store.Operation, code int, msg string) {
+	op.Status = dpsapi.StatusFailed
+	op.Result = &dpsapi.DeviceRegistrationResult{RegistrationID: op.RegistrationID, Status: dpsapi.StatusFailed,
+		ErrorCode: code, ErrorMessage: msg, LastUpdatedDateTimeUTC: dpsapi.NewTime(op.UpdatedAt)}
+}
+
+// OperationStatus answers a poll: the caller must prove the same identity as
+// for the register call.
+func (s *Service) OperationStatus(ctx context.Context, req PollRequest) (*dpsapi.RegistrationOperationStatus, error) {
+	scope, key, err := s.target(req.Scope, req.RegistrationID)
+	if err != nil {
+		return nil, err
+	}
+	var op *store.Operation
+	err = s.cfg.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		op, err = tx.Operation(scope, req.OperationID)
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("read operation: %w", err)
+	}
+	ev := attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}
+	hint := ""
+	if op != nil && op.RegistrationID == key {
+		// Tokens may have expired since the register call (aziot's live 30 s and
+		// are reused for every poll): they must have been valid when it was made.
+		ev.NotExpiredAt, hint = op.CreatedAt, op.EnrollmentGroupID
+	}
+	if _, err := s.attest(ctx, ev, hint); err != nil {
+		return nil, err
+	}
+	if op == nil || op.RegistrationID != key {
+		return nil, fmt.Errorf("operation %q of %s: %w", req.OperationID, key, ErrNotFound)
+	}
+	out := &dpsapi.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
+	if op.Result == nil {
+		out.RegistrationState = &dpsapi.DeviceRegistrationResult{RegistrationID: key, Status: op.Status}
+	}
+	return out, nil
+}
+
+// RegistrationStatus returns the device's registration record.
+func (s *Service) RegistrationStatus(ctx context.Context, req StatusRequest) (*dpsapi.DeviceRegistrationResult, error) {
+	scope, key, err := s.target(req.Scope, req.RegistrationID)
+	if err != nil {
+		return nil, err
+	}
+	if b := req.Body.RegistrationID; b != "" && !strings.EqualFold(b, req.RegistrationID) {
+		return nil, badRequest(dpsapi.CodeIDMismatch, "registrationId %q in the body differs from %q in the request path", b, req.RegistrationID)
+	}
+	prev, err := s.previousRecord(ctx, scope, key)
+	if err != nil {
+		return nil, err
+	}
+	hint := ""
+	if prev != nil {
+		hint = prev.EnrollmentGroupID
+	}
+	if _, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}, hint); err != nil {
+		return nil, err
+	}
+	if prev == nil {
+		return nil, fmt.Errorf("registration of %s: %w", key, ErrNotFound)
+	}
+	return resultOf(prev), nil
+}
+
+// target validates the scope and registration ID from the path. An unknown (but
+// well-formed) scope is unauthorized, like an unknown device.
+func (s *Service) target(scope, regID string) (string, string, error) {
+	if err := dpsapi.ValidateIDScope(scope); err != nil {
+		return "", "", badRequest(dpsapi.CodeBadRequest, "%v", err)
+	}
+	if err := dpsapi.ValidateRegistrationID(regID); err != nil {
+		return "", "", badRequest(dpsapi.CodeInvalidRegistration, "%v", err)
+	}
+	scope = dpsapi.NormalizeIDScope(scope)
+	if !s.scopes[scope] {
+		return "", "", fmt.Errorf("scope %s is not served here: %w", scope, ErrUnauthorized)
+	}
+	return scope, dpsapi.NormalizeRegistrationID(regID), nil
+}
+
+func (s *Service) attest(ctx context.Context, ev attestation.Evidence, hint string) (*attestation.Result, error) {
+	res, err := s.cfg.Verifier.Attest(ctx, ev, s.cfg.Enrollments.Set(ev.Scope), hint)
+	if err != nil {
+		// The reason goes to the log only: the caller sees one answer.
+		s.log.LogAttrs(ctx, slog.LevelInfo, "attestation refused", slog.String("scope", ev.Scope),
+			slog.String("registrationId", ev.RegistrationID), slog.String("reason", err.Error()))
+		return nil, ErrUnauthorized
+	}
+	return res, nil
+}
+
+func (s *Service) previousRecord(ctx context.Context, scope, key string) (*store.Record, error) {
+	var rec *store.Record
+	err := s.cfg.Store.View(ctx, func(tx store.Tx) error {
+		r, err := tx.Record(scope, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		rec = r
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read registration of %s: %w", key, err)
+	}
+	return rec, nil
+}
+
+func resultOf(r *store.Record) *dpsapi.DeviceRegistrationResult {
+	out := &dpsapi.DeviceRegistrationResult{RegistrationID: r.RegistrationID, CreatedDateTimeUTC: dpsapi.NewTime(r.CreatedAt),
+		AssignedHub: r.AssignedHub, DeviceID: r.DeviceID, Status: r.Status, Substatus: r.Substatus,
+		LastUpdatedDateTimeUTC: dpsapi.NewTime(r.UpdatedAt), ETag: r.ETag, Payload: r.Payload}
+	switch r.Attestation {
+	case enrollment.AttestationSymmetricKey:
+		out.SymmetricKey = &dpsapi.SymmetricKeyRegistrationResult{EnrollmentGroupID: r.EnrollmentGroupID}
+	case enrollment.AttestationX509:
+		out.X509 = &dpsapi.X509RegistrationResult{EnrollmentGroupID: r.EnrollmentGroupID}
+	}
+	return out
+}
+
+// payloadOf keeps a device payload that is a JSON object (what Embedded C can
+// read back); null and other values are dropped.
+func payloadOf(p json.RawMessage) json.RawMessage {
+	t := strings.TrimSpace(string(p))
+	if !strings.HasPrefix(t, "{") {
+		return nil
+	}
+	return json.RawMessage(t)
+}
+
+func assignedHub(r *store.Record) string {
+	if r == nil {
+		return ""
+	}
+	return r.AssignedHub
+}
+
+// newOperationID makes an ID shaped like DPS's (4.<16 hex>.<uuid>), from
+// characters that are safe raw in URLs and MQTT topics.
+func newOperationID() string {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "4." + hex.EncodeToString(b[:8]) + "." + uuid(b[8:])
+}
+
+// newETag is base64 of a quoted GUID, as DPS writes registration etags.
+func newETag() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString([]byte(`"` + uuid(b[:]) + `"`))
+}
+
+func uuid(b []byte) string {
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
