@@ -28,6 +28,13 @@ type Enrollments interface {
 	Set(scope string) *enrollment.Set
 }
 
+// TxDriver is an optional hub.Driver capability: a driver whose registry lives
+// in edgeprov's own store writes the identity inside the registration's
+// transaction, so record, identity and operation share one commit.
+type TxDriver interface {
+	EnsureDeviceTx(tx store.Tx, d hub.Device, now time.Time) error
+}
+
 // Hubs gives the current linked hubs, in config order.
 type Hubs interface {
 	Linked() []*hub.Linked
@@ -124,11 +131,12 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	op := &store.Operation{Scope: scope, ID: newOperationID(), RegistrationID: key, CreatedAt: now, UpdatedAt: now,
 		Attestation: res.Type, EnrollmentGroupID: res.GroupID()}
 	var rec *store.Record
+	var inTx func(store.Tx) error
 
 	// 3. Refuse disabled enrollments (an individual entry inside a group wins).
 	if c := res.Common(); !c.Enabled() {
 		s.fail(op, dpsapi.CodeEnrollmentDisabled, "The enrollment is disabled.")
-	} else if rec, err = s.assign(ctx, scope, key, req, res, prev, now); err != nil {
+	} else if rec, inTx, err = s.assign(ctx, scope, key, req, res, prev, now); err != nil {
 		var fe *failure
 		if !errors.As(err, &fe) {
 			return nil, err
@@ -142,6 +150,11 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	// 6. The record and the operation become durable together, before the device
 	// can read "assigned".
 	if err := s.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		if inTx != nil {
+			if err := inTx(tx); err != nil {
+				return err
+			}
+		}
 		if rec != nil {
 			if err := tx.PutRecord(rec); err != nil {
 				return err
@@ -166,15 +179,17 @@ type failure struct {
 func (f *failure) Error() string { return f.msg }
 
 // assign runs steps 4 and 5: allocate a hub (honouring the reprovision policy and
-// the previous record) and create the identity there. It returns the new record.
-func (s *Service) assign(ctx context.Context, scope, key string, req RegisterRequest, res *attestation.Result, prev *store.Record, now time.Time) (*store.Record, error) {
+// the previous record) and create the identity there. It returns the new record
+// and, for drivers that write into edgeprov's store, the write to make in the
+// registration's transaction.
+func (s *Service) assign(ctx context.Context, scope, key string, req RegisterRequest, res *attestation.Result, prev *store.Record, now time.Time) (*store.Record, func(store.Tx) error, error) {
 	c := res.Common()
 	h, err := s.allocate(ctx, key, c, prev)
 	if err != nil {
 		if errors.Is(err, allocation.ErrNoHub) {
-			return nil, &failure{dpsapi.CodeNoHub, "No linked hub is available for this device: " + err.Error()}
+			return nil, nil, &failure{dpsapi.CodeNoHub, "No linked hub is available for this device: " + err.Error()}
 		}
-		return nil, &failure{dpsapi.CodeAllocationFailed, "Allocation failed: " + err.Error()}
+		return nil, nil, &failure{dpsapi.CodeAllocationFailed, "Allocation failed: " + err.Error()}
 	}
 	deviceID := res.DeviceID(key)
 	dev := hub.Device{DeviceID: deviceID, AuthType: hub.AuthSAS, KeyRef: res.KeyRef}
@@ -183,17 +198,20 @@ func (s *Service) assign(ctx context.Context, scope, key string, req RegisterReq
 	}
 	if c.InitialTwin != nil {
 		if dev.InitialTwin, err = json.Marshal(c.InitialTwin); err != nil {
-			return nil, fmt.Errorf("initial twin: %w", err)
+			return nil, nil, fmt.Errorf("initial twin: %w", err)
 		}
 	}
 	// 5. Create or update the identity (idempotent, so a retried registration
 	// never makes a second one).
-	if err := h.Driver.EnsureDevice(ctx, dev); err != nil {
+	var inTx func(store.Tx) error
+	if td, ok := h.Driver.(TxDriver); ok {
+		inTx = func(tx store.Tx) error { return td.EnsureDeviceTx(tx, dev, now) }
+	} else if err := h.Driver.EnsureDevice(ctx, dev); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "hub driver failed", slog.String("hub", h.HostName), slog.String("deviceId", deviceID), slog.Any("error", err))
 		if errors.Is(err, hub.ErrRefused) {
-			return nil, &failure{dpsapi.CodeHubUnauthorized, "The linked hub rejected the device registration."}
+			return nil, nil, &failure{dpsapi.CodeHubUnauthorized, "The linked hub rejected the device registration."}
 		}
-		return nil, &failure{dpsapi.CodeInternal, "The linked hub could not be reached."}
+		return nil, nil, &failure{dpsapi.CodeInternal, "The linked hub could not be reached."}
 	}
 
 	rec := &store.Record{Scope: scope, RegistrationID: key, DeviceID: deviceID, AssignedHub: h.HostName, InitialHub: h.HostName,
@@ -216,7 +234,7 @@ func (s *Service) assign(ctx context.Context, scope, key string, req RegisterReq
 			s.removeOld(ctx, prev)
 		}
 	}
-	return rec, nil
+	return rec, inTx, nil
 }
 
 // allocate picks the hub: the previous one when the reprovision policy says not

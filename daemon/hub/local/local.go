@@ -31,26 +31,29 @@ func New(hostName string, s store.Store) *Driver {
 // identity is left as it is, so retries are harmless.
 func (d *Driver) EnsureDevice(ctx context.Context, dev hub.Device) error {
 	now := d.now().UTC()
-	err := d.store.Update(ctx, func(tx store.Tx) error {
-		cur, err := tx.Identity(d.hub, dev.DeviceID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			cur = &store.Identity{Hub: d.hub, DeviceID: dev.DeviceID, CreatedAt: now}
-		case err != nil:
-			return err
-		case cur.AuthType == dev.AuthType && cur.KeyRef == dev.KeyRef && cur.IoTEdge == dev.IoTEdge &&
-			bytes.Equal(cur.InitialTwin, dev.InitialTwin) && cur.Status == "enabled":
-			return nil
-		}
-		cur.AuthType, cur.KeyRef, cur.IoTEdge, cur.InitialTwin = dev.AuthType, dev.KeyRef, dev.IoTEdge, dev.InitialTwin
-		cur.Status, cur.UpdatedAt = "enabled", now
-		cur.ETag = fmt.Sprintf("%d", now.UnixNano())
-		return tx.PutIdentity(cur)
-	})
-	if err != nil {
+	if err := d.store.Update(ctx, func(tx store.Tx) error { return d.EnsureDeviceTx(tx, dev, now) }); err != nil {
 		return fmt.Errorf("local hub %s: ensure device %s: %w", d.hub, dev.DeviceID, err)
 	}
 	return nil
+}
+
+// EnsureDeviceTx is EnsureDevice inside the caller's transaction, so that the
+// registration record, the identity and the operation share one commit.
+func (d *Driver) EnsureDeviceTx(tx store.Tx, dev hub.Device, now time.Time) error {
+	cur, err := tx.Identity(d.hub, dev.DeviceID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		cur = &store.Identity{Hub: d.hub, DeviceID: dev.DeviceID, CreatedAt: now}
+	case err != nil:
+		return err
+	case cur.AuthType == dev.AuthType && cur.KeyRef == dev.KeyRef && cur.IoTEdge == dev.IoTEdge &&
+		bytes.Equal(cur.InitialTwin, dev.InitialTwin) && cur.Status == "enabled":
+		return nil
+	}
+	cur.AuthType, cur.KeyRef, cur.IoTEdge, cur.InitialTwin = dev.AuthType, dev.KeyRef, dev.IoTEdge, dev.InitialTwin
+	cur.Status, cur.UpdatedAt = "enabled", now
+	cur.ETag = fmt.Sprintf("%d", now.UnixNano())
+	return tx.PutIdentity(cur)
 }
 
 // DeleteDevice removes the identity; a missing one is not an error.

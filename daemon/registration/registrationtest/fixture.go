@@ -1,0 +1,145 @@
+// Package registrationtest builds a real registration.Service (bbolt store,
+// local hub driver, an in-memory catalog) for tests and benchmarks of the
+// service and its transports.
+package registrationtest
+
+import (
+	"encoding/base64"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/allocation"
+	"github.com/edgeprov/edgeprov/daemon/attestation"
+	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
+	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/hub"
+	"github.com/edgeprov/edgeprov/daemon/hub/local"
+	"github.com/edgeprov/edgeprov/daemon/registration"
+	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/daemon/store/bolt"
+)
+
+// Scope is the fixture's ID scope.
+const Scope = "0ne00FEED01"
+
+// Hub host names of the fixture.
+const (
+	HubA = "hub-a.test"
+	HubB = "hub-b.test"
+)
+
+// Keys of the fixture's enrollments.
+var (
+	IndividualKey = key(1) // "dev-individual", static to HubB, deviceId "custom-device"
+	SecondaryKey  = key(2) // its secondary key
+	GroupKey      = key(3) // group "grp" (prefix "grp-")
+	DisabledKey   = key(4) // "dev-disabled", disabled
+	OtherKey      = key(9) // enrolled nowhere
+)
+
+func key(b byte) []byte {
+	k := make([]byte, 32)
+	for i := range k {
+		k[i] = b
+	}
+	return k
+}
+
+// Fixture is a service over a real store.
+type Fixture struct {
+	Service *registration.Service
+	Store   store.Store
+	Hubs    *Hubs
+	Set     *enrollment.Set
+	// Now is the clock the service uses; tests may move it.
+	Now atomic.Pointer[time.Time]
+}
+
+// Hubs is a settable registration.Hubs.
+type Hubs struct{ v atomic.Pointer[[]*hub.Linked] }
+
+// Linked implements registration.Hubs.
+func (h *Hubs) Linked() []*hub.Linked { return *h.v.Load() }
+
+// Set replaces the linked hubs.
+func (h *Hubs) Set(l []*hub.Linked) { h.v.Store(&l) }
+
+type sets struct{ s *enrollment.Set }
+
+func (s sets) Set(scope string) *enrollment.Set {
+	if scope == Scope {
+		return s.s
+	}
+	return nil
+}
+
+// New builds the fixture; extra groups are added to the catalog.
+func New(tb testing.TB, extraGroups ...*enrollment.Group) *Fixture {
+	tb.Helper()
+	st, err := bolt.Open(filepath.Join(tb.TempDir(), "edgeprov.db"), bolt.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	b64 := base64.StdEncoding.EncodeToString
+	individuals := []*enrollment.Individual{
+		{RegistrationID: "dev-individual", DeviceID: "custom-device", Common: enrollment.Common{
+			Attestation:      enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(IndividualKey), SecondaryKey: b64(SecondaryKey)}},
+			AllocationPolicy: "static", IoTHubs: []string{HubB},
+			InitialTwin:      &enrollment.InitialTwin{Tags: map[string]any{"site": "w7"}}}},
+		{RegistrationID: "dev-disabled", Common: enrollment.Common{ProvisioningStatus: "disabled",
+			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(DisabledKey)}}}},
+		// Blocks one device of the group: its key is the group-derived one.
+		{RegistrationID: "grp-blocked", Common: enrollment.Common{ProvisioningStatus: "disabled",
+			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(sas.DeriveDeviceKey(GroupKey, "grp-blocked"))}}}},
+		{RegistrationID: "dev-nohub", Common: enrollment.Common{IoTHubs: []string{"unlinked.test"},
+			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(OtherKey)}}}},
+	}
+	groups := append([]*enrollment.Group{
+		{EnrollmentGroupID: "grp", RegistrationIDPrefixes: []string{"grp-"}, Common: enrollment.Common{
+			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(GroupKey)}}}},
+	}, extraGroups...)
+	for _, e := range individuals {
+		if err := e.Validate("test"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, g := range groups {
+		if err := g.Validate("test"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	set, err := enrollment.NewSet(individuals, groups)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &Fixture{Store: st, Hubs: &Hubs{}, Set: set}
+	now := time.Now()
+	f.Now.Store(&now)
+	f.Hubs.Set([]*hub.Linked{
+		{Name: "a", HostName: HubA, Weight: 1, ApplyAllocationPolicy: true, Driver: local.New(HubA, st)},
+		{Name: "b", HostName: HubB, Weight: 1, ApplyAllocationPolicy: true, Driver: local.New(HubB, st)},
+	})
+	clock := func() time.Time { return *f.Now.Load() }
+	f.Service = registration.New(registration.Config{
+		Store: st, Enrollments: sets{set}, Hubs: f.Hubs,
+		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, Now: clock},
+		Policies: map[string]allocation.Policy{"hashed": allocation.Hashed{}, "static": allocation.Static{}},
+		Scopes:   []string{Scope}, Now: clock,
+	})
+	return f
+}
+
+// Token returns a device SAS token for regID signed with k, valid for an hour
+// from the fixture's clock.
+func (f *Fixture) Token(regID string, k []byte) string {
+	return sas.Build(k, sas.DeviceResource(Scope, regID), f.Now.Load().Add(time.Hour), "registration")
+}
+
+// GroupToken is Token with the key derived from GroupKey.
+func (f *Fixture) GroupToken(regID string) string {
+	return f.Token(regID, sas.DeriveDeviceKey(GroupKey, regID))
+}
