@@ -1,0 +1,260 @@
+// Package e2e drives edgeprov through its built binaries: it builds edgeprovd,
+// edgeprovctl and edgeprov-agent once per test process, initialises daemons in
+// temporary state directories on ephemeral loopback ports, and runs the agent.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// RepoRoot is the module root (the directory holding go.mod).
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Bin returns the path of a built binary (edgeprovd, edgeprovctl, edgeprov-agent).
+func Bin(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "edgeprov-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./daemon/cmd/...", "./agent/cmd/...")
+		cmd.Dir = RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// Cleanup removes the built binaries; call it from TestMain.
+func Cleanup() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Result is a finished command.
+type Result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// Run runs a binary with args and returns its exit code and output.
+func Run(t testing.TB, env []string, name string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Bin(t, name), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return Result{code, out.String(), errb.String()}
+}
+
+// Daemon is a running edgeprovd.
+type Daemon struct {
+	Dir, Config, StateDir string
+	IDScope               string
+	// DeviceAddr is host:port of the HTTPS device endpoint.
+	DeviceAddr string
+	CACert     string
+	cmd        *exec.Cmd
+	log        *syncBuffer
+	done       chan error
+}
+
+// Options shape a daemon's config.
+type Options struct {
+	// Catalog is the YAML catalog text; files in CatalogFiles are written beside it.
+	Catalog      string
+	CatalogFiles map[string]string
+	// Hubs is the linkedHubs YAML list; default: two local hubs.
+	Hubs string
+}
+
+// DefaultHubs are two local hubs.
+const DefaultHubs = `
+  - {name: hub-a, hostName: hub-a.e2e.local, driver: local}
+  - {name: hub-b, hostName: hub-b.e2e.local, driver: local}
+`
+
+// NewDaemon writes a config and catalog into a temp dir and runs edgeprovd init.
+func NewDaemon(t testing.TB, opts Options) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Daemon{Dir: dir, Config: filepath.Join(dir, "edgeprovd.yaml"), StateDir: filepath.Join(dir, "state")}
+	for name, content := range opts.CatalogFiles {
+		write(t, filepath.Join(dir, name), content)
+	}
+	if opts.Hubs == "" {
+		opts.Hubs = DefaultHubs
+	}
+	catalogLine := ""
+	if opts.Catalog != "" {
+		write(t, filepath.Join(dir, "enrollments.yaml"), opts.Catalog)
+		catalogLine = "catalog: enrollments.yaml"
+	}
+	write(t, d.Config, fmt.Sprintf(`version: 1
+stateDir: state
+%s
+device:
+  listen: 127.0.0.1:0
+  hostNames: [localhost, 127.0.0.1]
+linkedHubs:%s
+log: {level: debug}
+`, catalogLine, opts.Hubs))
+	r := Run(t, nil, "edgeprovd", "init", "--config", d.Config)
+	if r.Code != 0 {
+		t.Fatalf("edgeprovd init: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	d.CACert = filepath.Join(d.StateDir, "tls", "ca.pem")
+	return d
+}
+
+// Start runs the daemon and waits until it serves.
+func (d *Daemon) Start(t testing.TB) {
+	t.Helper()
+	ready := filepath.Join(d.Dir, "ready.json")
+	os.Remove(ready)
+	d.log = &syncBuffer{}
+	d.cmd = exec.Command(Bin(t, "edgeprovd"), "run", "--config", d.Config, "--ready-file", ready)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.done = make(chan error, 1)
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.Stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		data, err := os.ReadFile(ready)
+		if err == nil {
+			var r struct{ Device, IDScope string }
+			if err := json.Unmarshal(data, &r); err != nil {
+				t.Fatal(err)
+			}
+			d.DeviceAddr, d.IDScope = r.Device, r.IDScope
+			return
+		}
+		select {
+		case err := <-d.done:
+			d.done <- err
+			t.Fatalf("edgeprovd exited before serving: %v\n%s", err, d.log)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edgeprovd not ready after 20 s\n%s", d.log)
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (d *Daemon) Stop(t testing.TB) {
+	t.Helper()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err != nil {
+			t.Errorf("edgeprovd exited with %v\n%s", err, d.log)
+		}
+	case <-time.After(25 * time.Second):
+		d.cmd.Process.Kill()
+		t.Errorf("edgeprovd did not stop on SIGTERM\n%s", d.log)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the daemon's output goroutine and the test may
+// use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Log returns what the daemon logged so far.
+func (d *Daemon) Log() string { return d.log.String() }
+
+// Port is the device endpoint's port.
+func (d *Daemon) Port() string { return d.DeviceAddr[strings.LastIndexByte(d.DeviceAddr, ':')+1:] }
+
+func write(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Write writes a file (creating directories).
+func Write(t testing.TB, path, content string) { write(t, path, content) }
