@@ -36,12 +36,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	cfgPath := configFlag(fs)
 	stateDir := stateDirFlag(fs)
 	readyFile := fs.String("ready-file", "", "write the bound listener addresses (JSON) here once serving")
+	listen := fs.String("listen", "", "override device.listen (host:port; port 0 picks a free one)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*cfgPath, *stateDir)
 	if err != nil {
 		return err
+	}
+	if *listen != "" {
+		cfg.Device.Listen = *listen
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	d, err := Build(ctx, cfg, log)

@@ -89,7 +89,7 @@ func New(tb testing.TB, extraGroups ...*enrollment.Group) *Fixture {
 		{RegistrationID: "dev-individual", DeviceID: "custom-device", Common: enrollment.Common{
 			Attestation:      enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(IndividualKey), SecondaryKey: b64(SecondaryKey)}},
 			AllocationPolicy: "static", IoTHubs: []string{HubB},
-			InitialTwin:      &enrollment.InitialTwin{Tags: map[string]any{"site": "w7"}}}},
+			InitialTwin: &enrollment.InitialTwin{Tags: map[string]any{"site": "w7"}}}},
 		{RegistrationID: "dev-disabled", Common: enrollment.Common{ProvisioningStatus: "disabled",
 			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(DisabledKey)}}}},
 		// Blocks one device of the group: its key is the group-derived one.
