@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/strictyaml"
 )
@@ -73,7 +75,10 @@ type Log struct {
 }
 
 // Duration is a time.Duration written as "30s", "5m".
-type Duration struct{ time.Duration }
+type Duration struct {
+	time.Duration
+	set bool // given in the file (even as 0s): no default replaces it
+}
 
 // UnmarshalText implements encoding.TextUnmarshaler (yaml.v3 uses it for scalars).
 func (d *Duration) UnmarshalText(b []byte) error {
@@ -81,7 +86,20 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("invalid duration %q (use e.g. 30s, 5m, 24h)", b)
 	}
-	d.Duration = v
+	d.Duration, d.set = v, true
+	return nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler. yaml.v3 reports an UnmarshalText
+// error without its line and stops decoding; a TypeError keeps the line and
+// joins the other decoding errors.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a duration must be a scalar such as 30s, 5m, 24h", n.Line)}}
+	}
+	if err := d.UnmarshalText([]byte(n.Value)); err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+	}
 	return nil
 }
 
@@ -122,13 +140,13 @@ func (c *Config) defaults() {
 	if c.Device.RetryAfterSeconds == 0 {
 		c.Device.RetryAfterSeconds = 1
 	}
-	if c.Device.SASClockSkew.Duration == 0 {
+	if !c.Device.SASClockSkew.set {
 		c.Device.SASClockSkew.Duration = 5 * time.Minute
 	}
 	if c.Allocation.DefaultPolicy == "" {
 		c.Allocation.DefaultPolicy = enrollment.AllocationHashed
 	}
-	if c.Operations.Retention.Duration == 0 {
+	if !c.Operations.Retention.set {
 		c.Operations.Retention.Duration = 24 * time.Hour
 	}
 	if c.Log.Level == "" {

@@ -52,7 +52,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "keys":
 		if len(args) < 2 || args[1] != "derive" {
 			fmt.Fprint(stderr, usage)
-			return &ExitError{2, errors.New(`usage: edgeprovctl keys derive ...`)}
+			return &ExitError{2, errors.New("usage: edgeprovctl keys derive --group-key-file F --registration-id ID")}
 		}
 		return keysDerive(args[2:], stdout, stderr)
 	case "sas":

@@ -89,14 +89,19 @@ func (s *Set) Group(id string) *Group { return s.groups[strings.ToLower(id)] }
 
 // SymmetricKeyCandidates returns the symmetric-key groups a device with this
 // registration ID may belong to: prefix matches first (longest prefix first),
-// then the catch-all groups.
+// then the catch-all groups. A group is listed once, even when several of its
+// prefixes match.
 func (s *Set) SymmetricKeyCandidates(registrationID string) []*Group {
 	id := dpsapi.NormalizeRegistrationID(registrationID)
 	var out []*Group
 	for i := len(s.prefixLens) - 1; i >= 0; i-- {
 		l := s.prefixLens[i]
 		if l <= len(id) {
-			out = append(out, s.byPrefix[id[:l]]...)
+			for _, g := range s.byPrefix[id[:l]] {
+				if !slices.Contains(out, g) {
+					out = append(out, g)
+				}
+			}
 		}
 	}
 	return append(out, s.catchAll...)

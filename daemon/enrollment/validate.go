@@ -133,7 +133,10 @@ func (c *Common) validate(p *problems, group bool) {
 
 func (s *SymmetricKeyAttestation) decode(p *problems) {
 	if s.PrimaryKey == "" && s.SecondaryKey == "" {
-		p.add("attestation.symmetricKey", "primaryKey, secondaryKey or keyFile is required")
+		// A keyFile that gave no key was reported by the catalog, which reads it.
+		if s.KeyFile == "" {
+			p.add("attestation.symmetricKey", "primaryKey, secondaryKey or keyFile is required")
+		}
 		return
 	}
 	var err error

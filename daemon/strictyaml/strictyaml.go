@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,7 +57,7 @@ func Decode(file string, data []byte, v any, wantVersion int) (*Doc, error) {
 	doc := &Doc{File: file}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, doc.yamlErr(err)
+		return nil, doc.syntaxErr(err, data)
 	}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("%s: empty document (want a mapping with version: %d)", file, wantVersion)
@@ -90,6 +91,41 @@ func (d *Doc) yamlErr(err error) error {
 		return errors.Join(errs...)
 	}
 	return d.lineMsg(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// parserProblems are yaml.v3's parser (not scanner) errors (parserc.go). It
+// reports their line 0-based, one line too early, and none on the first line.
+var parserProblems = []string{
+	"did not find expected <stream-start>",
+	"did not find expected <document start>",
+	"did not find expected node content",
+	"did not find expected '-' indicator",
+	"did not find expected key",
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"found duplicate %YAML directive",
+	"found incompatible YAML document",
+	"found undefined tag handle",
+	"found duplicate %TAG directive",
+}
+
+// syntaxErr is yamlErr with the line of parser errors corrected; an error at the
+// end of the stream stays on the last line.
+func (d *Doc) syntaxErr(err error, data []byte) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line, text := 0, msg
+	if m := lineRE.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		text = m[2]
+	}
+	if !slices.Contains(parserProblems, text) {
+		return d.yamlErr(err)
+	}
+	lines := bytes.Count(data, []byte("\n"))
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		lines++
+	}
+	return fmt.Errorf("%s:%d: %s", d.File, max(1, min(line+1, lines)), text)
 }
 
 func (d *Doc) lineMsg(msg string) error {

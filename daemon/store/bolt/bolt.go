@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/edgeprov/edgeprov/daemon/store"
 )
@@ -47,7 +48,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another process (is edgeprovd already running?)", path)
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -91,15 +91,15 @@ func testRecords(t *testing.T, s store.Store) {
 	mustView(t, s, func(tx store.Tx) error {
 		r, err := tx.Record(scope, "dev-2")
 		if err != nil || r.DeviceID != "dev-2" || string(r.Payload) != `{"a":1}` {
-			return fmt.Errorf("Record = %+v, %v", r, err)
+			return fmt.Errorf("record = %+v, %v", r, err)
 		}
 		all, err := tx.Records(scope, "", 0)
 		if err != nil || len(all) != 3 || all[0].RegistrationID != "dev-1" || all[2].RegistrationID != "dev-3" {
-			return fmt.Errorf("Records = %v, %v; want dev-1..3 in order", ids(all), err)
+			return fmt.Errorf("records = %v, %v; want dev-1..3 in order", ids(all), err)
 		}
 		page, err := tx.Records(scope, "dev-1", 1)
 		if err != nil || len(page) != 1 || page[0].RegistrationID != "dev-2" {
-			return fmt.Errorf("Records after dev-1 limit 1 = %v, %v", ids(page), err)
+			return fmt.Errorf("records after dev-1 limit 1 = %v, %v", ids(page), err)
 		}
 		return nil
 	})
@@ -138,7 +138,7 @@ func testRecordsScoped(t *testing.T, s store.Store) {
 		for _, sc := range []string{"0ne00000001", "0ne00000002"} {
 			all, err := tx.Records(sc, "", 0)
 			if err != nil || len(all) != 1 || all[0].Scope != sc {
-				return fmt.Errorf("Records(%s) = %v, %v", sc, ids(all), err)
+				return fmt.Errorf("records(%s) = %v, %v", sc, ids(all), err)
 			}
 		}
 		return nil
@@ -157,7 +157,7 @@ func testIdentities(t *testing.T, s store.Store) {
 	mustView(t, s, func(tx store.Tx) error {
 		all, err := tx.Identities("hub-a", "", 0)
 		if err != nil || len(all) != 2 || all[0].DeviceID != "a" {
-			return fmt.Errorf("Identities(hub-a) = %d, %v", len(all), err)
+			return fmt.Errorf("identities(hub-a) = %d, %v", len(all), err)
 		}
 		return nil
 	})
@@ -219,7 +219,7 @@ func testConcurrent(t *testing.T, s store.Store) {
 	mustView(t, s, func(tx store.Tx) error {
 		all, err := tx.Records("0ne00ABCDEF", "", 0)
 		if err != nil || len(all) != n {
-			return fmt.Errorf("Records = %d, %v; want %d", len(all), err, n)
+			return fmt.Errorf("records = %d, %v; want %d", len(all), err, n)
 		}
 		return nil
 	})
