@@ -51,6 +51,8 @@ type Token struct {
 	ExpiryRaw string
 	// KeyName is skn, empty when absent.
 	KeyName string
+
+	forms []string // the other spellings of sr, computed on first need
 }
 
 // LogValue keeps the signature out of logs.
@@ -144,30 +146,45 @@ func Sign(key []byte, resource, expiry string) []byte {
 }
 
 // Verify reports whether any of keys signed the token. It checks sr as sent
-// first (what every SDK signs), then the decoded form and its lower- and
-// upper-case-hex encodings for hand-made tokens. Every candidate is compared in
-// constant time, and all candidates are always computed, so the time taken does
-// not say which key or form matched.
+// first, with every key: that is what every SDK signs. Only when that fails
+// does it try the decoded form and its lower- and upper-case-hex encodings
+// (hand-made tokens). Comparisons are constant-time and every key is tried at
+// each stage, so the time taken does not say which key matched.
 func (t *Token) Verify(keys ...[]byte) error {
-	forms := t.resourceForms()
-	ok := 0
-	for _, k := range keys {
-		if len(k) == 0 {
-			continue
-		}
-		for _, f := range forms {
-			ok |= subtle.ConstantTimeCompare(Sign(k, f, t.ExpiryRaw), t.Signature)
-		}
+	if t.verifyForm(t.ResourceRaw, keys) {
+		return nil
 	}
-	if ok != 1 {
+	if t.forms == nil {
+		t.forms = t.resourceForms()
+	}
+	ok := false
+	for _, f := range t.forms {
+		ok = t.verifyForm(f, keys) || ok
+	}
+	if !ok {
 		return ErrSignature
 	}
 	return nil
 }
 
+func (t *Token) verifyForm(resource string, keys [][]byte) bool {
+	ok := 0
+	for _, k := range keys {
+		if len(k) == 0 {
+			continue
+		}
+		ok |= subtle.ConstantTimeCompare(Sign(k, resource, t.ExpiryRaw), t.Signature)
+	}
+	return ok == 1
+}
+
+// resourceForms are the spellings of sr other than the raw one.
 func (t *Token) resourceForms() []string {
-	forms := []string{t.ResourceRaw}
+	forms := []string{}
 	add := func(s string) {
+		if s == t.ResourceRaw {
+			return
+		}
 		for _, f := range forms {
 			if f == s {
 				return
