@@ -1,0 +1,133 @@
+package config_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/edgeprov/edgeprov/agent/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ (go test ./agent/config -update)")
+
+// TestLoad loads testdata/<name>.yaml and compares the outcome with
+// testdata/<name>.golden: for ok/ cases a JSON dump of the config and what it
+// derives, for fail/ cases the exact error.
+func TestLoad(t *testing.T) {
+	tests := []string{
+		"ok/group-key",
+		"ok/own-key-defaults",
+
+		"fail/empty",
+		"fail/missing-fields",
+		"fail/both-key-files",
+		"fail/no-key-file",
+		"fail/bad-idscope",
+		"fail/idscope-too-long",
+		"fail/bad-timeout",
+		"fail/negative-timeout",
+		"fail/unknown-field",
+		"fail/unknown-field-top",
+		"fail/wrong-version",
+		"fail/bad-values",
+	}
+	checkNoOrphans(t, tests)
+	for _, name := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, err := config.Load(filepath.Join("testdata", name+".yaml"))
+			var got []byte
+			switch {
+			case strings.HasPrefix(name, "ok/"):
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				got = dump(t, c)
+			case err == nil:
+				t.Fatalf("Load succeeded, want an error")
+			default:
+				if c != nil {
+					t.Errorf("Load returned a config with its error")
+				}
+				got = []byte(err.Error() + "\n")
+			}
+			golden(t, filepath.Join("testdata", name+".golden"), got)
+		})
+	}
+}
+
+// TestUnknownFieldLine checks the line number of an unknown field without a
+// golden file, so that it cannot be accepted by a careless -update.
+func TestUnknownFieldLine(t *testing.T) {
+	_, err := config.Load(filepath.Join("testdata", "fail", "unknown-field.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "line 9: field primaryKey not found") {
+		t.Fatalf("Load = %v, want the unknown field primaryKey on line 9", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "agent.yaml"))
+	if err == nil || !strings.HasPrefix(err.Error(), "read agent config: ") {
+		t.Fatalf("Load of a missing file = %v", err)
+	}
+}
+
+func checkNoOrphans(t *testing.T, tests []string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.ToSlash(strings.TrimPrefix(f, "testdata"+string(filepath.Separator))), ".yaml")
+		if !slices.Contains(tests, name) {
+			t.Errorf("%s is not in the test table", f)
+		}
+	}
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
+func dump(t *testing.T, c *config.Config) []byte {
+	t.Helper()
+	hp, err := c.HostPort()
+	if err != nil {
+		t.Fatalf("HostPort of a valid config: %v", err)
+	}
+	sk := c.Attestation.SymmetricKey
+	out := struct {
+		Config  *config.Config
+		Derived map[string]string
+	}{c, map[string]string{
+		"HostPort":        hp,
+		"TimeoutDuration": c.TimeoutDuration().String(),
+		"TrustBundle":     filepath.ToSlash(c.Path(c.TrustBundle)),
+		"KeyFile":         filepath.ToSlash(c.Path(sk.KeyFile)),
+		"GroupKeyFile":    filepath.ToSlash(c.Path(sk.GroupKeyFile)),
+		"StateFile":       filepath.ToSlash(c.Path(c.StateFile)),
+	}}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
