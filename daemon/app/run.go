@@ -255,7 +255,7 @@ func newHubSet(cfg *config.Config, st store.Store) *hubSet {
 		case "local":
 			drv = local.New(h.HostName, st)
 		}
-		hs.linked = append(hs.linked, &hub.Linked{Name: h.Name, HostName: h.HostName, Weight: h.AllocationWeight,
+		hs.linked = append(hs.linked, &hub.Linked{Name: h.Name, HostName: h.HostName, Weight: *h.AllocationWeight,
 			ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Driver: drv})
 	}
 	return hs

@@ -58,7 +58,7 @@ type Allocation struct {
 type Hub struct {
 	Name                  string `yaml:"name"`
 	HostName              string `yaml:"hostName"`
-	AllocationWeight      int    `yaml:"allocationWeight,omitempty"`
+	AllocationWeight      *int   `yaml:"allocationWeight,omitempty"`
 	ApplyAllocationPolicy *bool  `yaml:"applyAllocationPolicy,omitempty"`
 	Driver                string `yaml:"driver,omitempty"`
 }
@@ -157,8 +157,9 @@ func (c *Config) defaults() {
 	}
 	for i := range c.LinkedHubs {
 		h := &c.LinkedHubs[i]
-		if h.AllocationWeight == 0 {
-			h.AllocationWeight = 1
+		if h.AllocationWeight == nil {
+			one := 1
+			h.AllocationWeight = &one
 		}
 		if h.ApplyAllocationPolicy == nil {
 			t := true
@@ -222,8 +223,8 @@ func (c *Config) Validate() error {
 			bad(p+".hostName", "host name %q is used twice", h.HostName)
 		}
 		hosts[strings.ToLower(h.HostName)] = true
-		if h.AllocationWeight < 1 || h.AllocationWeight > 1000 {
-			bad(p+".allocationWeight", "must be 1 to 1000")
+		if w := *h.AllocationWeight; w < 1 || w > 1000 {
+			bad(p+".allocationWeight", "must be 1 to 1000 (to drain a hub, set applyAllocationPolicy: false)")
 		}
 		if h.Driver != "local" {
 			bad(p+".driver", "unknown hub driver %q (available: local)", h.Driver)

@@ -67,8 +67,14 @@ func ValidateIDScope(scope string) error {
 	return nil
 }
 
-// NormalizeIDScope is the canonical spelling of a scope.
-func NormalizeIDScope(scope string) string { return "0ne" + strings.ToUpper(scope[3:]) }
+// NormalizeIDScope is the canonical spelling of a scope ("0ne" + upper-case
+// hex); anything shorter than the prefix is only upper-cased.
+func NormalizeIDScope(scope string) string {
+	if len(scope) < 3 {
+		return strings.ToUpper(scope)
+	}
+	return "0ne" + strings.ToUpper(scope[3:])
+}
 
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
