@@ -1,8 +1,9 @@
 // Package tpm is the device side of DPS-style TPM attestation over go-tpm:
 // it reports the TPM's endorsement key (EK) and storage root key (SRK),
 // imports the authenticationKey blob a provisioning service built for them
-// (tpm/dpsauth), and signs with the imported HMAC key inside the TPM. Key
-// bytes never leave the TPM.
+// (tpm/dpsauth), and signs with the imported HMAC key inside the TPM. The
+// HMAC key is never in the clear on the device: it reaches the TPM wrapped
+// to its SRK and is used only through TPM2_HMAC.
 //
 // A Device talks to /dev/tpmrm0, /dev/tpm0 or a swtpm socket (see
 // OpenTransport). Every operation flushes the transient objects and sessions

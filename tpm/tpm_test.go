@@ -8,10 +8,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,7 +85,12 @@ func TestRoundTrip(t *testing.T) {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	inst := swtpm.Start(t)
-	d := openDevice(t, inst)
+	var logBuf syncBuffer
+	d, err := tpm.Open(inst.Path(), tpm.WithLogger(slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
 
 	ek1, err := d.EndorsementKey()
 	if err != nil {
@@ -104,6 +111,9 @@ func TestKeys(t *testing.T) {
 	}
 	if !bytes.Equal(ek1, ek2) || !bytes.Equal(srk1, srk2) {
 		t.Fatal("EK/SRK changed between calls")
+	}
+	if got := strings.Count(logBuf.String(), "creating and persisting primary key"); got != 2 {
+		t.Errorf("logged %d key creations, want 2 (EK and SRK, once each):\n%s", got, logBuf.String())
 	}
 	if bytes.Equal(ek1, srk1) {
 		t.Fatal("EK and SRK are the same key")
@@ -136,6 +146,80 @@ func TestKeys(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConcurrentUse shares one Device (over a caller-owned transport) among
+// goroutines; its methods must serialize so swtpm's slots never overflow.
+func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
+	inst := swtpm.Start(t)
+	conn, err := inst.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d := tpm.New(conn)
+	ek, srk := deviceKeys(t, d)
+	key, blob := newBlob(t, ek, srk, 32)
+	if err := d.ImportAuthenticationKey(blob, tpm.AuthKeyHandle); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 8 {
+				data := bytes.Repeat([]byte{byte(g), byte(i)}, 300*i) // up to 4200 bytes: sequences too
+				mac, err := d.HMAC(tpm.AuthKeyHandle, data)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(mac, softHMAC(key, data)) {
+					errs <- errors.New("wrong HMAC")
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		// Re-importing the same blob (same key) while others sign.
+		for range 3 {
+			if err := d.ImportAuthenticationKey(blob, tpm.AuthKeyHandle); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := d.Close(); err != nil { // does not close conn
+		t.Fatal(err)
+	}
+	if n := loadedHandles(t, conn); n != 0 {
+		t.Errorf("%d transient objects or sessions left loaded", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and the test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestEKCertificate(t *testing.T) {

@@ -119,6 +119,7 @@ func publicCases(t testing.TB) []publicCase {
 			equalsInput: true,
 		},
 
+		{name: "fail/srk-posing-as-ek", in: srk, ekErr: unacceptable, srkErr: nil, equalsInput: true},
 		{name: "fail/nil", in: nil, ekErr: bad, srkErr: bad},
 		{name: "fail/one-byte", in: []byte{0x01}, ekErr: bad, srkErr: bad},
 		{name: "fail/zero-size", in: []byte{0, 0}, ekErr: bad, srkErr: bad},
