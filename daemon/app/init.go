@@ -16,7 +16,6 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/store"
-	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 )
 
 // OwnerPolicy is the shared access policy with every right, as in DPS.
@@ -62,13 +61,13 @@ func Init(ctx context.Context, cfg *config.Config, hosts []string) (*InitResult,
 	if err := os.MkdirAll(cfg.PolicyDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	st, err := bolt.Open(cfg.StorePath(), bolt.Options{})
+	st, where, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
 	if inst, err := st.Instance(ctx); err == nil {
-		return nil, &ExitError{ExitFail, fmt.Errorf("an instance already exists in %s (ID scope %s); refusing to overwrite it", cfg.StorePath(), inst.IDScope)}
+		return nil, &ExitError{ExitFail, fmt.Errorf("an instance already exists in %s (ID scope %s); refusing to overwrite it", where, inst.IDScope)}
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}

@@ -28,7 +28,6 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 	"github.com/edgeprov/edgeprov/daemon/store"
-	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 )
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -88,7 +87,7 @@ type Daemon struct {
 // Build assembles the daemon from its config; the listeners are bound here so
 // that errors (port in use) surface before Serve.
 func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	st, err := bolt.Open(cfg.StorePath(), bolt.Options{})
+	st, where, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +100,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}()
 	inst, err := st.Instance(ctx)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no instance in %s: run 'edgeprovd init --config %s' first", cfg.StorePath(), cfg.File())
+		return nil, fmt.Errorf("no instance in %s: run 'edgeprovd init --config %s' first", where, cfg.File())
 	} else if err != nil {
 		return nil, err
 	}

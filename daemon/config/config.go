@@ -28,6 +28,7 @@ type Config struct {
 	StateDir string `yaml:"stateDir"`
 	// Catalog is the YAML enrollment catalog (optional).
 	Catalog    string     `yaml:"catalog,omitempty"`
+	Store      Store      `yaml:"store,omitempty"`
 	Device     Device     `yaml:"device"`
 	Allocation Allocation `yaml:"allocation,omitempty"`
 	LinkedHubs []Hub      `yaml:"linkedHubs"`
@@ -35,6 +36,23 @@ type Config struct {
 	Log        Log        `yaml:"log,omitempty"`
 
 	dir, file string
+}
+
+// Store selects the storage backend.
+type Store struct {
+	// Type is bolt (embedded, one file in stateDir; the default) or postgres
+	// (several replicas share one database).
+	Type     string    `yaml:"type,omitempty"`
+	Postgres *Postgres `yaml:"postgres,omitempty"`
+}
+
+// Postgres configures the PostgreSQL store.
+type Postgres struct {
+	// DSN is a libpq connection string or URL; use DSNFile when it holds a
+	// password, so the secret stays out of the config.
+	DSN      string `yaml:"dsn,omitempty"`
+	DSNFile  string `yaml:"dsnFile,omitempty"`
+	MaxConns int32  `yaml:"maxConns,omitempty"`
 }
 
 // Device is the device provisioning endpoint.
@@ -131,6 +149,12 @@ func Parse(path string, data []byte) (*Config, error) {
 }
 
 func (c *Config) defaults() {
+	if c.Store.Type == "" {
+		c.Store.Type = "bolt"
+	}
+	if p := c.Store.Postgres; p != nil && p.MaxConns == 0 {
+		p.MaxConns = 32
+	}
 	if c.Device.Listen == "" {
 		c.Device.Listen = ":8443"
 	}
@@ -177,6 +201,22 @@ func (c *Config) Validate() error {
 	bad := func(path, format string, args ...any) { errs = append(errs, strictyaml.Errorf(path, format, args...)) }
 	if c.StateDir == "" {
 		bad("stateDir", "required")
+	}
+	switch c.Store.Type {
+	case "bolt":
+		if c.Store.Postgres != nil {
+			bad("store.postgres", "only used with type: postgres")
+		}
+	case "postgres":
+		p := c.Store.Postgres
+		if p == nil || (p.DSN == "") == (p.DSNFile == "") {
+			bad("store.postgres", "give exactly one of dsn or dsnFile")
+		}
+		if p != nil && (p.MaxConns < 1 || p.MaxConns > 1000) {
+			bad("store.postgres.maxConns", "must be 1 to 1000")
+		}
+	default:
+		bad("store.type", "%q is not bolt or postgres", c.Store.Type)
 	}
 	if _, _, err := net.SplitHostPort(c.Device.Listen); err != nil {
 		bad("device.listen", "%q is not a host:port address", c.Device.Listen)

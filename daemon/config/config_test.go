@@ -25,6 +25,7 @@ func TestLoad(t *testing.T) {
 	tests := []string{
 		"ok/defaults",
 		"ok/full",
+		"ok/postgres",
 
 		"fail/missing-version",
 		"fail/wrong-version",
@@ -41,6 +42,7 @@ func TestLoad(t *testing.T) {
 		"fail/no-hubs",
 		"fail/hub-missing-fields",
 		"fail/multiple-errors",
+		"fail/bad-store",
 	}
 	checkNoOrphans(t, tests)
 	for _, name := range tests {

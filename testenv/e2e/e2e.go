@@ -117,6 +117,8 @@ type Options struct {
 	CatalogFiles map[string]string
 	// Hubs is the linkedHubs YAML list; default: two local hubs.
 	Hubs string
+	// Store is the store block's YAML (indented two spaces); default: bolt.
+	Store string
 }
 
 // DefaultHubs are two local hubs.
@@ -141,18 +143,58 @@ func NewDaemon(t testing.TB, opts Options) *Daemon {
 		write(t, filepath.Join(dir, "enrollments.yaml"), opts.Catalog)
 		catalogLine = "catalog: enrollments.yaml"
 	}
+	storeBlock := ""
+	if opts.Store != "" {
+		storeBlock = "store:\n" + opts.Store
+	}
 	write(t, d.Config, fmt.Sprintf(`version: 1
 stateDir: state
+%s
 %s
 device:
   listen: 127.0.0.1:0
   hostNames: [localhost, 127.0.0.1]
 linkedHubs:%s
 log: {level: debug}
-`, catalogLine, opts.Hubs))
+`, catalogLine, storeBlock, opts.Hubs))
 	r := Run(t, nil, "edgeprovd", "init", "--config", d.Config)
 	if r.Code != 0 {
 		t.Fatalf("edgeprovd init: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	d.CACert = filepath.Join(d.StateDir, "tls", "ca.pem")
+	return d
+}
+
+// NewReplica makes a second daemon sharing a's config (so a's store, which must
+// be a shared one such as PostgreSQL) and a copy of a's TLS material and policy
+// keys, as an operator deploying a replica would. It does not run init.
+func NewReplica(t testing.TB, a *Daemon) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Daemon{Dir: dir, Config: filepath.Join(dir, "edgeprovd.yaml"), StateDir: filepath.Join(dir, "state")}
+	entries, err := os.ReadDir(a.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || e.Name() == "ready.json" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(a.Dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, e.Name()), string(data))
+	}
+	for _, sub := range []string{"tls", "policies"} {
+		files, _ := os.ReadDir(filepath.Join(a.StateDir, sub))
+		for _, f := range files {
+			data, err := os.ReadFile(filepath.Join(a.StateDir, sub, f.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(d.StateDir, sub, f.Name()), string(data))
+		}
 	}
 	d.CACert = filepath.Join(d.StateDir, "tls", "ca.pem")
 	return d
@@ -238,6 +280,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Kill stops the daemon abruptly (SIGKILL), as a crash would.
+func (d *Daemon) Kill(t testing.TB) {
+	t.Helper()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	d.cmd.Process.Kill()
+	err := <-d.done
+	d.done <- err
 }
 
 // Log returns what the daemon logged so far.
