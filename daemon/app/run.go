@@ -25,6 +25,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
 	"github.com/edgeprov/edgeprov/daemon/hub/local"
+	"github.com/edgeprov/edgeprov/daemon/metrics"
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 	"github.com/edgeprov/edgeprov/daemon/store"
@@ -36,6 +37,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	stateDir := stateDirFlag(fs)
 	readyFile := fs.String("ready-file", "", "write the bound listener addresses (JSON) here once serving")
 	listen := fs.String("listen", "", "override device.listen (host:port; port 0 picks a free one)")
+	metricsListen := fs.String("metrics-listen", "", "override metrics.listen")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +47,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *listen != "" {
 		cfg.Device.Listen = *listen
+	}
+	if *metricsListen != "" {
+		cfg.Metrics.Listen = *metricsListen
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	d, err := Build(ctx, cfg, log)
@@ -82,6 +87,8 @@ type Daemon struct {
 	service *registration.Service
 	tls     *tls.Config
 	device  net.Listener
+	metrics *metrics.Metrics
+	mln     net.Listener
 }
 
 // Build assembles the daemon from its config; the listeners are bound here so
@@ -115,6 +122,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	d.catalog = catalog.NewSource(d.scope, cat)
 	d.hubs = newHubSet(cfg, st)
 
+	d.metrics = metrics.New()
 	d.service = registration.New(registration.Config{
 		Store:       st,
 		Enrollments: d.catalog,
@@ -127,6 +135,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		DefaultPolicy: cfg.Allocation.DefaultPolicy,
 		Scopes:        []string{d.scope},
 		Logger:        log,
+		Observer:      d.metrics,
 	})
 
 	cert, err := tls.LoadX509KeyPair(cfg.ServerCertPath(), cfg.ServerKeyPath())
@@ -142,6 +151,11 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	if d.device, err = net.Listen("tcp", cfg.Device.Listen); err != nil {
 		return nil, fmt.Errorf("device endpoint: %w", err)
 	}
+	if cfg.Metrics.Listen != "" {
+		if d.mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+	}
 	ok = true
 	return d, nil
 }
@@ -156,6 +170,9 @@ func (d *Daemon) IDScope() string { return d.scope }
 func (d *Daemon) Close() error {
 	if d.device != nil {
 		d.device.Close()
+	}
+	if d.mln != nil {
+		d.mln.Close()
 	}
 	if d.store != nil {
 		return d.store.Close()
@@ -182,9 +199,16 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); d.pruneLoop(ctx) }()
 
-	addr := d.device.Addr().String()
+	var msrv *http.Server
+	addrs := map[string]string{"device": d.device.Addr().String(), "idScope": d.scope}
+	if d.mln != nil {
+		msrv = &http.Server{Handler: d.metrics.Handler(d.ready), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+		go msrv.Serve(d.mln)
+		addrs["metrics"] = d.mln.Addr().String()
+	}
+	addr := addrs["device"]
 	if readyFile != "" {
-		data, _ := json.Marshal(map[string]string{"device": addr, "idScope": d.scope})
+		data, _ := json.Marshal(addrs)
 		if err := pki.WriteFileAtomic(readyFile, data, 0o644); err != nil {
 			return fmt.Errorf("write ready file: %w", err)
 		}
@@ -202,6 +226,9 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	if serr := srv.Shutdown(sctx); serr != nil {
 		d.log.Warn("shutdown", "error", serr)
 	}
+	if msrv != nil {
+		msrv.Shutdown(sctx)
+	}
 	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("device endpoint: %w", err)
@@ -216,6 +243,7 @@ func (d *Daemon) ReloadCatalog() error {
 		return nil
 	}
 	f, err := catalog.Load(d.cfg.Path(d.cfg.Catalog))
+	d.metrics.Reloaded(err == nil)
 	if err != nil {
 		d.log.Error("catalog reload refused; the previous catalog keeps serving", "error", err)
 		return err
@@ -223,6 +251,11 @@ func (d *Daemon) ReloadCatalog() error {
 	d.catalog.Swap(f)
 	d.log.Info("catalog reloaded", "file", f.Path, "enrollments", len(f.Individuals), "enrollmentGroups", len(f.Groups))
 	return nil
+}
+
+// ready is the readiness check: the store answers a read.
+func (d *Daemon) ready(ctx context.Context) error {
+	return d.store.View(ctx, func(store.Tx) error { return nil })
 }
 
 func (d *Daemon) pruneLoop(ctx context.Context) {

@@ -33,6 +33,7 @@ type Config struct {
 	Allocation Allocation `yaml:"allocation,omitempty"`
 	LinkedHubs []Hub      `yaml:"linkedHubs"`
 	Operations Operations `yaml:"operations,omitempty"`
+	Metrics    Metrics    `yaml:"metrics,omitempty"`
 	Log        Log        `yaml:"log,omitempty"`
 
 	dir, file string
@@ -79,6 +80,13 @@ type Hub struct {
 	AllocationWeight      *int   `yaml:"allocationWeight,omitempty"`
 	ApplyAllocationPolicy *bool  `yaml:"applyAllocationPolicy,omitempty"`
 	Driver                string `yaml:"driver,omitempty"`
+}
+
+// Metrics is the plain-HTTP listener for /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen is host:port; empty turns the listener off. Keep it on loopback
+	// or a management network: it is not authenticated.
+	Listen string `yaml:"listen,omitempty"`
 }
 
 // Operations tunes how long device operations stay pollable.
@@ -220,6 +228,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Device.Listen); err != nil {
 		bad("device.listen", "%q is not a host:port address", c.Device.Listen)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%q is not a host:port address", c.Metrics.Listen)
+		}
 	}
 	if c.Device.RetryAfterSeconds < 1 || c.Device.RetryAfterSeconds > 300 {
 		bad("device.retryAfterSeconds", "must be 1 to 300 (the C SDK ignores other values)")

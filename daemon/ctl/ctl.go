@@ -34,6 +34,8 @@ Usage:
       print the device key derived from a symmetric-key group key
   edgeprovctl sas --key-file F (--resource R | --scope S --registration-id ID) [--ttl 1h] [--key-name N]
       mint a SharedAccessSignature token
+  edgeprovctl bench --addr HOST:PORT --ca-file F --id-scope S --group-key-file F [--devices N] [--concurrency C] [--poll-wait D] [--ceiling]
+      simulate N devices of a symmetric-key group, each over a fresh TLS connection; print a JSON summary
   edgeprovctl version
 
 Keys are read from files, never from the command line. Run "edgeprovctl COMMAND --help" for flags.
@@ -57,6 +59,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return keysDerive(args[2:], stdout, stderr)
 	case "sas":
 		return mintSAS(args[1:], stdout, stderr)
+	case "bench":
+		return bench(ctx, args[1:], stdout, stderr)
+	case "bench-ceiling-server":
+		return ceilingServer(args[1:], stdout)
 	case "version":
 		fmt.Fprintln(stdout, "edgeprovctl", Version)
 		return nil

@@ -53,6 +53,8 @@ type Config struct {
 	Scopes []string
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Observer receives outcomes for metrics (nil: none).
+	Observer Observer
 }
 
 // Service runs registrations.
@@ -70,6 +72,9 @@ func New(cfg Config) *Service {
 	}
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
+	}
+	if s.cfg.Observer == nil {
+		s.cfg.Observer = nopObserver{}
 	}
 	if s.cfg.DefaultPolicy == "" {
 		s.cfg.DefaultPolicy = enrollment.AllocationHashed
@@ -122,8 +127,10 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	}
 
 	// 1–2. Find the enrollment and attest.
+	started := time.Now()
 	res, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}, hint)
 	if err != nil {
+		s.cfg.Observer.Registered("unknown", "", "", "unauthorized", time.Since(started))
 		return nil, err
 	}
 
@@ -167,6 +174,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	s.log.LogAttrs(ctx, slog.LevelInfo, "registration", slog.String("scope", scope), slog.String("registrationId", key),
 		slog.String("attestation", res.Type), slog.String("enrollmentGroupId", res.GroupID()), slog.String("status", op.Status),
 		slog.String("operationId", op.ID), slog.String("hub", assignedHub(rec)))
+	s.cfg.Observer.Registered(res.Type, enrollmentName(res), assignedHub(rec), op.Status, time.Since(started))
 	return &dpsapi.RegistrationOperationStatus{OperationID: op.ID, Status: dpsapi.StatusAssigning}, nil
 }
 
@@ -208,6 +216,7 @@ func (s *Service) assign(ctx context.Context, scope, key string, req RegisterReq
 		inTx = func(tx store.Tx) error { return td.EnsureDeviceTx(tx, dev, now) }
 	} else if err := h.Driver.EnsureDevice(ctx, dev); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "hub driver failed", slog.String("hub", h.HostName), slog.String("deviceId", deviceID), slog.Any("error", err))
+		s.cfg.Observer.HubError(h.HostName)
 		if errors.Is(err, hub.ErrRefused) {
 			return nil, nil, &failure{dpsapi.CodeHubUnauthorized, "The linked hub rejected the device registration."}
 		}
@@ -414,6 +423,15 @@ func payloadOf(p json.RawMessage) json.RawMessage {
 		return nil
 	}
 	return json.RawMessage(t)
+}
+
+// enrollmentName labels metrics: the group ID, or "individual" (one label per
+// device would explode the series count).
+func enrollmentName(r *attestation.Result) string {
+	if g := r.GroupID(); g != "" {
+		return g
+	}
+	return "individual"
 }
 
 func assignedHub(r *store.Record) string {

@@ -104,10 +104,12 @@ type Daemon struct {
 	IDScope               string
 	// DeviceAddr is host:port of the HTTPS device endpoint.
 	DeviceAddr string
-	CACert     string
-	cmd        *exec.Cmd
-	log        *syncBuffer
-	done       chan error
+	// MetricsAddr is host:port of the metrics listener.
+	MetricsAddr string
+	CACert      string
+	cmd         *exec.Cmd
+	log         *syncBuffer
+	done        chan error
 }
 
 // Options shape a daemon's config.
@@ -155,6 +157,7 @@ device:
   listen: 127.0.0.1:0
   hostNames: [localhost, 127.0.0.1]
 linkedHubs:%s
+metrics: {listen: 127.0.0.1:0}
 log: {level: debug}
 `, catalogLine, storeBlock, opts.Hubs))
 	r := Run(t, nil, "edgeprovd", "init", "--config", d.Config)
@@ -219,11 +222,11 @@ func (d *Daemon) Start(t testing.TB) {
 	for {
 		data, err := os.ReadFile(ready)
 		if err == nil {
-			var r struct{ Device, IDScope string }
+			var r struct{ Device, IDScope, Metrics string }
 			if err := json.Unmarshal(data, &r); err != nil {
 				t.Fatal(err)
 			}
-			d.DeviceAddr, d.IDScope = r.Device, r.IDScope
+			d.DeviceAddr, d.IDScope, d.MetricsAddr = r.Device, r.IDScope, r.Metrics
 			return
 		}
 		select {
