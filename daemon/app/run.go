@@ -29,6 +29,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -136,6 +137,9 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		Scopes:        []string{d.scope},
 		Logger:        log,
 		Observer:      d.metrics,
+		RegisterLimit: window(cfg.Throttling.RegistrationsPerDevice, cfg.Throttling.RegistrationWindow.Duration),
+		PollLimit:     window(cfg.Throttling.PollsPerDevice, cfg.Throttling.PollWindow.Duration),
+		Admission:     throttle.NewAdmission(cfg.Throttling.MaxInFlight, cfg.Throttling.AdmissionWait.Duration),
 	})
 
 	cert, err := tls.LoadX509KeyPair(cfg.ServerCertPath(), cfg.ServerKeyPath())
@@ -251,6 +255,15 @@ func (d *Daemon) ReloadCatalog() error {
 	d.catalog.Swap(f)
 	d.log.Info("catalog reloaded", "file", f.Path, "enrollments", len(f.Individuals), "enrollmentGroups", len(f.Groups))
 	return nil
+}
+
+// window builds a per-device limiter; -1 means none.
+func window(limit int, period time.Duration) *throttle.Window {
+	if limit < 0 {
+		return nil
+	}
+	// A million devices' windows at most, a few tens of MB.
+	return throttle.NewWindow(limit, period, 1<<20)
 }
 
 // ready is the readiness check: the store answers a read.

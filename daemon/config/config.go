@@ -34,6 +34,7 @@ type Config struct {
 	LinkedHubs []Hub      `yaml:"linkedHubs"`
 	Operations Operations `yaml:"operations,omitempty"`
 	Metrics    Metrics    `yaml:"metrics,omitempty"`
+	Throttling Throttling `yaml:"throttling,omitempty"`
 	Log        Log        `yaml:"log,omitempty"`
 
 	dir, file string
@@ -87,6 +88,21 @@ type Metrics struct {
 	// Listen is host:port; empty turns the listener off. Keep it on loopback
 	// or a management network: it is not authenticated.
 	Listen string `yaml:"listen,omitempty"`
+}
+
+// Throttling limits what one device may do, and the daemon's load. A limit of
+// -1 turns that limit off.
+type Throttling struct {
+	// PollsPerDevice polls in any PollWindow (DPS: 5 per 10 s).
+	PollsPerDevice int      `yaml:"pollsPerDevice,omitempty"`
+	PollWindow     Duration `yaml:"pollWindow,omitempty"`
+	// RegistrationsPerDevice register calls in any RegistrationWindow.
+	RegistrationsPerDevice int      `yaml:"registrationsPerDevice,omitempty"`
+	RegistrationWindow     Duration `yaml:"registrationWindow,omitempty"`
+	// MaxInFlight registrations run at once; more wait up to AdmissionWait,
+	// then get 429 with retry-after.
+	MaxInFlight   int      `yaml:"maxInFlight,omitempty"`
+	AdmissionWait Duration `yaml:"admissionWait,omitempty"`
 }
 
 // Operations tunes how long device operations stay pollable.
@@ -181,6 +197,25 @@ func (c *Config) defaults() {
 	if !c.Operations.Retention.set {
 		c.Operations.Retention.Duration = 24 * time.Hour
 	}
+	th := &c.Throttling
+	if th.PollsPerDevice == 0 {
+		th.PollsPerDevice = 5
+	}
+	if !th.PollWindow.set {
+		th.PollWindow.Duration = 10 * time.Second
+	}
+	if th.RegistrationsPerDevice == 0 {
+		th.RegistrationsPerDevice = 10
+	}
+	if !th.RegistrationWindow.set {
+		th.RegistrationWindow.Duration = time.Minute
+	}
+	if th.MaxInFlight == 0 {
+		th.MaxInFlight = 512
+	}
+	if !th.AdmissionWait.set {
+		th.AdmissionWait.Duration = 10 * time.Second
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -244,6 +279,23 @@ func (c *Config) Validate() error {
 	case enrollment.AllocationHashed, enrollment.AllocationStatic:
 	default:
 		bad("allocation.defaultPolicy", "%q is not available (hashed or static)", c.Allocation.DefaultPolicy)
+	}
+	th := c.Throttling
+	for _, v := range []struct {
+		path string
+		n    int
+	}{{"throttling.pollsPerDevice", th.PollsPerDevice}, {"throttling.registrationsPerDevice", th.RegistrationsPerDevice}, {"throttling.maxInFlight", th.MaxInFlight}} {
+		if v.n < -1 || v.n == 0 {
+			bad(v.path, "must be positive, or -1 for no limit")
+		}
+	}
+	for _, v := range []struct {
+		path string
+		d    time.Duration
+	}{{"throttling.pollWindow", th.PollWindow.Duration}, {"throttling.registrationWindow", th.RegistrationWindow.Duration}, {"throttling.admissionWait", th.AdmissionWait.Duration}} {
+		if v.d <= 0 || v.d > time.Hour {
+			bad(v.path, "must be between 0 and 1h")
+		}
 	}
 	if c.Operations.Retention.Duration < time.Minute {
 		bad("operations.retention", "must be at least 1m")

@@ -3,6 +3,7 @@ package registration
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Domain errors; each transport maps them in its errmap.go.
@@ -14,6 +15,15 @@ var (
 	// registration record.
 	ErrNotFound = errors.New("not found")
 )
+
+// ThrottledError refuses a call made too often or under overload; the
+// transport tells the device to retry after RetryAfter.
+type ThrottledError struct {
+	RetryAfter time.Duration
+	Reason     string
+}
+
+func (e *ThrottledError) Error() string { return "throttled: " + e.Reason }
 
 // BadRequestError is a request the service refuses as malformed; Code is the DPS
 // error code to report.

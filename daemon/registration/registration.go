@@ -21,6 +21,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
 	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
 
 // Enrollments gives the current enrollments of a scope (nil when it has none).
@@ -55,6 +56,11 @@ type Config struct {
 	Now    func() time.Time
 	// Observer receives outcomes for metrics (nil: none).
 	Observer Observer
+	// Throttling (all optional): per-device windows for register calls and
+	// polls, and admission control bounding registrations in progress.
+	RegisterLimit *throttle.Window
+	PollLimit     *throttle.Window
+	Admission     *throttle.Admission
 }
 
 // Service runs registrations.
@@ -126,12 +132,28 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 		hint = prev.EnrollmentGroupID
 	}
 
+	// Admission control before any key work, so an overload cannot pile up
+	// HMACs; a burst waits for a slot rather than failing.
+	release, err := s.cfg.Admission.Acquire(ctx)
+	if err != nil {
+		if errors.Is(err, throttle.ErrBusy) {
+			return nil, &ThrottledError{RetryAfter: 5 * time.Second, Reason: "too many registrations in progress"}
+		}
+		return nil, err
+	}
+	defer release()
+
 	// 1–2. Find the enrollment and attest.
 	started := time.Now()
 	res, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}, hint)
 	if err != nil {
 		s.cfg.Observer.Registered("unknown", "", "", "unauthorized", time.Since(started))
 		return nil, err
+	}
+	// Per-device limits apply after attestation, so nobody can use up another
+	// device's budget by sending its registration ID.
+	if ok, wait := s.cfg.RegisterLimit.Allow(scope+"/"+key, s.cfg.Now()); !ok {
+		return nil, &ThrottledError{RetryAfter: wait, Reason: "registering too often"}
 	}
 
 	now := s.cfg.Now().UTC()
@@ -322,6 +344,9 @@ func (s *Service) OperationStatus(ctx context.Context, req PollRequest) (*dpsapi
 	}
 	if _, err := s.attest(ctx, ev, hint); err != nil {
 		return nil, err
+	}
+	if ok, wait := s.cfg.PollLimit.Allow(scope+"/"+key, s.cfg.Now()); !ok {
+		return nil, &ThrottledError{RetryAfter: wait, Reason: "polling too often"}
 	}
 	if op == nil || op.RegistrationID != key {
 		return nil, fmt.Errorf("operation %q of %s: %w", req.OperationID, key, ErrNotFound)

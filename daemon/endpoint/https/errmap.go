@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/registration"
@@ -14,8 +15,11 @@ import (
 // errors become an opaque 500; their details go to the log only.
 func (h *Handler) errorFor(ctx context.Context, err error, trackingID string) (int, *dpsapi.ErrorDetails) {
 	var bad *registration.BadRequestError
+	var thr *registration.ThrottledError
 	code, msg := dpsapi.CodeInternal, "An internal error occurred."
 	switch {
+	case errors.As(err, &thr):
+		code, msg = dpsapi.CodeThrottled, "Too many requests: "+thr.Reason+"."
 	case errors.As(err, &bad):
 		code, msg = bad.Code, bad.Msg
 	case errors.Is(err, registration.ErrUnauthorized):
@@ -28,6 +32,16 @@ func (h *Handler) errorFor(ctx context.Context, err error, trackingID string) (i
 		h.log.LogAttrs(ctx, slog.LevelError, "device request failed", slog.String("trackingId", trackingID), slog.Any("error", err))
 	}
 	return dpsapi.HTTPStatus(code), &dpsapi.ErrorDetails{ErrorCode: code, TrackingID: trackingID, Message: msg}
+}
+
+// retryAfterOf is the retry-after (whole seconds, at least 1) for a throttled
+// request, or 0.
+func retryAfterOf(err error) int {
+	var thr *registration.ThrottledError
+	if !errors.As(err, &thr) {
+		return 0
+	}
+	return max(1, int((thr.RetryAfter+time.Second-1)/time.Second))
 }
 
 func statusOf(code int) int {

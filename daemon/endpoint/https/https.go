@@ -176,6 +176,9 @@ func segments(escaped string) ([]string, bool) {
 func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error, trackingID string) {
 	status, body := h.errorFor(r.Context(), err, trackingID)
 	body.TimestampUTC = dpsapi.Time{Time: h.now()}
+	if ra := retryAfterOf(err); ra > 0 {
+		w.Header().Set("retry-after", strconv.Itoa(ra))
+	}
 	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
 	writeJSON(w, status, body)
 }

@@ -15,8 +15,10 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
+	"github.com/edgeprov/edgeprov/daemon/registration"
 	rt "github.com/edgeprov/edgeprov/daemon/registration/registrationtest"
 	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
 
 type env struct {
@@ -222,5 +224,36 @@ func BenchmarkHTTPRegister(b *testing.B) {
 		if r.status != 202 {
 			b.Fatal(r.status, string(r.body))
 		}
+	}
+}
+
+// A device polling faster than the limit gets 429 with retry-after; another
+// device is not slowed.
+func TestPollThrottling(t *testing.T) {
+	f := rt.New(t)
+	f.Reconfigure(func(c *registration.Config) { c.PollLimit = throttle.NewWindow(5, 10*time.Second, 1000) })
+	srv := httptest.NewServer(https.NewHandler(f.Service, 1, nil))
+	t.Cleanup(srv.Close)
+	e := &env{f: f, srv: srv}
+	poll := func(id string) resp {
+		tok := f.GroupToken(id)
+		var op dpsapi.RegistrationOperationStatus
+		r := e.do(t, "PUT", regPath(id), tok, jsonCT, nil)
+		json.Unmarshal(r.body, &op)
+		return e.do(t, "GET", "/"+rt.Scope+"/registrations/"+id+"/operations/"+op.OperationID, tok, "", nil)
+	}
+	for i := range 5 {
+		if r := poll("grp-fast"); r.status != 200 {
+			t.Fatalf("poll %d: %d %s", i, r.status, r.body)
+		}
+	}
+	r := poll("grp-fast")
+	var body dpsapi.ErrorDetails
+	json.Unmarshal(r.body, &body)
+	if r.status != 429 || body.ErrorCode != dpsapi.CodeThrottled || r.header.Get("retry-after") == "" {
+		t.Fatalf("6th poll in 10 s: %d %v %s", r.status, r.header, r.body)
+	}
+	if r := poll("grp-calm"); r.status != 200 {
+		t.Fatalf("another device was slowed: %d %s", r.status, r.body)
 	}
 }

@@ -56,6 +56,14 @@ type Fixture struct {
 	Set     *enrollment.Set
 	// Now is the clock the service uses; tests may move it.
 	Now atomic.Pointer[time.Time]
+	cfg registration.Config
+}
+
+// Reconfigure rebuilds Service with the fixture's config changed by fn.
+func (f *Fixture) Reconfigure(fn func(*registration.Config)) {
+	cfg := f.cfg
+	fn(&cfg)
+	f.Service = registration.New(cfg)
 }
 
 // Hubs is a settable registration.Hubs.
@@ -124,12 +132,13 @@ func New(tb testing.TB, extraGroups ...*enrollment.Group) *Fixture {
 		{Name: "b", HostName: HubB, Weight: 1, ApplyAllocationPolicy: true, Driver: local.New(HubB, st)},
 	})
 	clock := func() time.Time { return *f.Now.Load() }
-	f.Service = registration.New(registration.Config{
+	f.cfg = registration.Config{
 		Store: st, Enrollments: sets{set}, Hubs: f.Hubs,
 		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, Now: clock},
 		Policies: map[string]allocation.Policy{"hashed": allocation.Hashed{}, "static": allocation.Static{}},
 		Scopes:   []string{Scope}, Now: clock,
-	})
+	}
+	f.Service = registration.New(f.cfg)
 	return f
 }
 
