@@ -4,8 +4,10 @@
 package catalog
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,12 +27,28 @@ type File struct {
 	Individuals []*enrollment.Individual `yaml:"-"`
 	Groups      []*enrollment.Group      `yaml:"-"`
 	Set         *enrollment.Set          `yaml:"-"`
+	// CertificateAuthorities are CA certificates that groups' caReferences
+	// may name. Declaring one here trusts it: whoever controls the catalog
+	// file needs no proof of possession.
+	CertificateAuthorities []*CertificateAuthority `yaml:"-"`
+}
+
+// CertificateAuthority is a CA certificate declared in the catalog.
+type CertificateAuthority struct {
+	Name string `json:"name" yaml:"name"`
+	// Certificate is PEM or base64 DER; CertificateFile a PEM file relative
+	// to the catalog.
+	Certificate     string `json:"certificate,omitempty" yaml:"certificate,omitempty"`
+	CertificateFile string `json:"-" yaml:"certificateFile,omitempty"`
+
+	Cert *x509.Certificate `json:"-" yaml:"-"`
 }
 
 type fileYAML struct {
-	Version          int                      `yaml:"version"`
-	Enrollments      []*enrollment.Individual `yaml:"enrollments"`
-	EnrollmentGroups []*enrollment.Group      `yaml:"enrollmentGroups"`
+	Version                int                      `yaml:"version"`
+	CertificateAuthorities []*CertificateAuthority  `yaml:"certificateAuthorities"`
+	Enrollments            []*enrollment.Individual `yaml:"enrollments"`
+	EnrollmentGroups       []*enrollment.Group      `yaml:"enrollmentGroups"`
 }
 
 // Load reads and validates the catalog at path.
@@ -51,6 +69,20 @@ func Parse(path string, data []byte) (*File, error) {
 	}
 	dir := filepath.Dir(path)
 	var errs []error
+	seenCA := map[string]int{}
+	for i, ca := range y.CertificateAuthorities {
+		p := fmt.Sprintf("certificateAuthorities[%d]", i)
+		if ca == nil {
+			errs = append(errs, strictyaml.Errorf(p, "empty entry"))
+			continue
+		}
+		errs = append(errs, ca.load(dir, p)...)
+		k := strings.ToLower(ca.Name)
+		if j, dup := seenCA[k]; dup && k != "" {
+			errs = append(errs, strictyaml.Errorf(p+".name", "duplicate CA name %q (also certificateAuthorities[%d], line %d)", ca.Name, j, doc.Line(fmt.Sprintf("certificateAuthorities[%d]", j))))
+		}
+		seenCA[k] = i
+	}
 	seen := map[string]int{}
 	for i, e := range y.Enrollments {
 		p := fmt.Sprintf("enrollments[%d]", i)
@@ -59,6 +91,7 @@ func Parse(path string, data []byte) (*File, error) {
 			continue
 		}
 		errs = append(errs, readKeyFile(dir, p, &e.Common)...)
+		errs = append(errs, readCertFiles(dir, p, &e.Common)...)
 		errs = append(errs, e.Validate(p))
 		k := dpsapi.NormalizeRegistrationID(e.RegistrationID)
 		if j, dup := seen[k]; dup && k != "" {
@@ -74,6 +107,7 @@ func Parse(path string, data []byte) (*File, error) {
 			continue
 		}
 		errs = append(errs, readKeyFile(dir, p, &g.Common)...)
+		errs = append(errs, readCertFiles(dir, p, &g.Common)...)
 		errs = append(errs, g.Validate(p))
 		k := strings.ToLower(g.EnrollmentGroupID)
 		if j, dup := seenG[k]; dup && k != "" {
@@ -84,7 +118,8 @@ func Parse(path string, data []byte) (*File, error) {
 	if err := doc.Annotate(errors.Join(errs...)); err != nil {
 		return nil, err
 	}
-	f := &File{Path: path, Individuals: nonNil(y.Enrollments), Groups: nonNil(y.EnrollmentGroups)}
+	f := &File{Path: path, Individuals: nonNil(y.Enrollments), Groups: nonNil(y.EnrollmentGroups),
+		CertificateAuthorities: nonNil(y.CertificateAuthorities)}
 	if f.Set, err = enrollment.NewSet(f.Individuals, f.Groups); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -124,6 +159,95 @@ func readKeyFile(dir, path string, c *enrollment.Common) []error {
 		sk.SecondaryKey = lines[1]
 	}
 	return nil
+}
+
+// readCertFiles fills certificate from certificateFile in the X.509
+// attestation's certificate entries.
+func readCertFiles(dir, path string, c *enrollment.Common) []error {
+	x := c.Attestation.X509
+	if x == nil {
+		return nil
+	}
+	var errs []error
+	for _, set := range []struct {
+		field string
+		certs *enrollment.X509Certificates
+	}{{"clientCertificates", x.ClientCertificates}, {"signingCertificates", x.SigningCertificates}} {
+		if set.certs == nil {
+			continue
+		}
+		for _, e := range []struct {
+			name string
+			c    *enrollment.X509CertificateWithInfo
+		}{{"primary", set.certs.Primary}, {"secondary", set.certs.Secondary}} {
+			if e.c == nil || e.c.CertificateFile == "" {
+				continue
+			}
+			p := path + ".attestation.x509." + set.field + "." + e.name + ".certificateFile"
+			if e.c.Certificate != "" || e.c.Thumbprint != "" {
+				errs = append(errs, strictyaml.Errorf(p, "give certificateFile, certificate or thumbprint, only one"))
+				continue
+			}
+			data, err := readPEMFile(dir, e.c.CertificateFile)
+			if err != nil {
+				errs = append(errs, strictyaml.Errorf(p, "%v", err))
+				continue
+			}
+			e.c.Certificate = data
+		}
+	}
+	return errs
+}
+
+// load reads and checks a catalog CA entry.
+func (ca *CertificateAuthority) load(dir, path string) []error {
+	var errs []error
+	if err := enrollment.ValidateCAName(ca.Name); err != nil {
+		errs = append(errs, strictyaml.Errorf(path+".name", "%v", err))
+	}
+	switch {
+	case ca.CertificateFile != "" && ca.Certificate != "":
+		return append(errs, strictyaml.Errorf(path+".certificateFile", "give certificateFile or certificate, not both"))
+	case ca.CertificateFile != "":
+		data, err := readPEMFile(dir, ca.CertificateFile)
+		if err != nil {
+			return append(errs, strictyaml.Errorf(path+".certificateFile", "%v", err))
+		}
+		ca.Certificate = data
+	case ca.Certificate == "":
+		return append(errs, strictyaml.Errorf(path+".certificate", "certificate or certificateFile is required"))
+	}
+	cert, err := enrollment.ParseCertificate(ca.Certificate)
+	if err != nil {
+		return append(errs, strictyaml.Errorf(path+".certificate", "%v", err))
+	}
+	if !enrollment.IsCA(cert) {
+		return append(errs, strictyaml.Errorf(path+".certificate", "%q is not a CA certificate (basicConstraints CA:TRUE and keyCertSign are needed)", cert.Subject.String()))
+	}
+	ca.Cert = cert
+	return errs
+}
+
+// maxPEMFile bounds a certificate file; one certificate is a few KB.
+const maxPEMFile = 64 << 10
+
+func readPEMFile(dir, name string) (string, error) {
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(dir, name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(data) > maxPEMFile {
+		return "", fmt.Errorf("%s is larger than %d bytes", name, maxPEMFile)
+	}
+	return string(data), nil
 }
 
 func nonNil[T any](in []*T) []*T {

@@ -26,6 +26,7 @@ func TestLoad(t *testing.T) {
 		"ok/full",
 		"ok/keyfile-two-keys",
 		"ok/empty-lists",
+		"ok/x509",
 
 		"fail/syntax",
 		"fail/unknown-field-top",
@@ -52,6 +53,13 @@ func TestLoad(t *testing.T) {
 		"fail/custom-without-definition",
 		"fail/tpm-group",
 		"fail/multiple-errors",
+		"fail/x509-certificate-file-missing",
+		"fail/x509-garbage",
+		"fail/x509-signing-not-ca",
+		"fail/x509-file-and-inline",
+		"fail/x509-type-mismatch",
+		"fail/ca-entries",
+		"fail/issuance-policy",
 	}
 	checkNoOrphans(t, tests)
 	for _, name := range tests {
@@ -116,21 +124,31 @@ func golden(t *testing.T, path string, got []byte) {
 // swap shows too.
 func dump(t *testing.T, f *catalog.File) []byte {
 	t.Helper()
+	type ca struct {
+		Name    string `json:"name"`
+		Subject string `json:"subject"`
+	}
 	type out struct {
 		Path        string                   `json:"path"`
 		Len         int                      `json:"len"`
+		CAs         []ca                     `json:"certificateAuthorities,omitempty"`
 		Individuals []*enrollment.Individual `json:"individuals"`
 		Groups      []*enrollment.Group      `json:"groups"`
 	}
 	o := out{Path: filepath.ToSlash(f.Path), Len: f.Set.Len(), Individuals: []*enrollment.Individual{}, Groups: []*enrollment.Group{}}
+	for _, c := range f.CertificateAuthorities {
+		o.CAs = append(o.CAs, ca{c.Name, c.Cert.Subject.String()})
+	}
 	for _, e := range f.Individuals {
 		c := *e
 		c.Attestation.SymmetricKey = redact(t, c.Attestation.SymmetricKey)
+		c.Attestation.X509 = shortCerts(c.Attestation.X509)
 		o.Individuals = append(o.Individuals, &c)
 	}
 	for _, g := range f.Groups {
 		c := *g
 		c.Attestation.SymmetricKey = redact(t, c.Attestation.SymmetricKey)
+		c.Attestation.X509 = shortCerts(c.Attestation.X509)
 		o.Groups = append(o.Groups, &c)
 	}
 	var b bytes.Buffer
@@ -141,6 +159,35 @@ func dump(t *testing.T, f *catalog.File) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// shortCerts replaces certificate text by its size: the info next to it says
+// which certificate was read.
+func shortCerts(x *enrollment.X509Attestation) *enrollment.X509Attestation {
+	if x == nil {
+		return nil
+	}
+	short := func(cs *enrollment.X509Certificates) *enrollment.X509Certificates {
+		if cs == nil {
+			return nil
+		}
+		out := &enrollment.X509Certificates{}
+		for _, p := range []struct {
+			in  *enrollment.X509CertificateWithInfo
+			out **enrollment.X509CertificateWithInfo
+		}{{cs.Primary, &out.Primary}, {cs.Secondary, &out.Secondary}} {
+			if p.in == nil {
+				continue
+			}
+			c := *p.in
+			if c.Certificate != "" {
+				c.Certificate = fmt.Sprintf("<%d characters>", len(c.Certificate))
+			}
+			*p.out = &c
+		}
+		return out
+	}
+	return &enrollment.X509Attestation{ClientCertificates: short(x.ClientCertificates), SigningCertificates: short(x.SigningCertificates), CAReferences: x.CAReferences}
 }
 
 func redact(t *testing.T, sk *enrollment.SymmetricKeyAttestation) *enrollment.SymmetricKeyAttestation {

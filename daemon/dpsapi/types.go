@@ -1,7 +1,12 @@
 package dpsapi
 
 import (
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -21,6 +26,19 @@ const (
 	SubstatusDeviceDataReset                  = "deviceDataReset"
 	SubstatusReprovisionedToInitialAssignment = "reprovisionedToInitialAssignment"
 )
+
+// API versions with certificate issuance: a device may send a csr only with
+// one of these (protocol.md §1, §2.3).
+const (
+	APIVersionIssuance       = "2025-07-01-preview"
+	APIVersionIssuanceLegacy = "2021-11-01-preview"
+)
+
+// AllowsCSR reports whether a device API version carries certificate
+// issuance (the csr request field, issuedCertificateChain in the result).
+func AllowsCSR(apiVersion string) bool {
+	return apiVersion == APIVersionIssuance || apiVersion == APIVersionIssuanceLegacy
+}
 
 // MaxMessageSize is DPS's maximum message size (96 KB); larger bodies are refused.
 const MaxMessageSize = 96 * 1024
@@ -67,7 +85,46 @@ type DeviceRegistrationResult struct {
 
 // X509RegistrationResult names the group or certificate an X.509 device matched.
 type X509RegistrationResult struct {
-	EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+	CertificateInfo        *X509CertificateInfo `json:"certificateInfo,omitempty"`
+	EnrollmentGroupID      string               `json:"enrollmentGroupId,omitempty"`
+	SigningCertificateInfo *X509CertificateInfo `json:"signingCertificateInfo,omitempty"`
+}
+
+// X509CertificateInfo describes a certificate as DPS does (every field is
+// required in its schema).
+type X509CertificateInfo struct {
+	SubjectName      string `json:"subjectName"`
+	SHA1Thumbprint   string `json:"sha1Thumbprint"`
+	SHA256Thumbprint string `json:"sha256Thumbprint"`
+	IssuerName       string `json:"issuerName"`
+	NotBeforeUTC     Time   `json:"notBeforeUtc"`
+	NotAfterUTC      Time   `json:"notAfterUtc"`
+	SerialNumber     string `json:"serialNumber"`
+	Version          int    `json:"version"`
+}
+
+// NewX509CertificateInfo describes c: names in RFC 2253 form, thumbprints and
+// serial number in upper-case hex, as DPS writes them.
+func NewX509CertificateInfo(c *x509.Certificate) *X509CertificateInfo {
+	s1, s256 := Thumbprints(c)
+	return &X509CertificateInfo{
+		SubjectName:      c.Subject.String(),
+		SHA1Thumbprint:   s1,
+		SHA256Thumbprint: s256,
+		IssuerName:       c.Issuer.String(),
+		NotBeforeUTC:     Time{c.NotBefore.UTC()},
+		NotAfterUTC:      Time{c.NotAfter.UTC()},
+		SerialNumber:     strings.ToUpper(hex.EncodeToString(c.SerialNumber.Bytes())),
+		Version:          c.Version,
+	}
+}
+
+// Thumbprints returns the SHA-1 and SHA-256 thumbprints of c's DER, upper-case
+// hex (IoT Hub's spelling).
+func Thumbprints(c *x509.Certificate) (sha1Hex, sha256Hex string) {
+	s1 := sha1.Sum(c.Raw)
+	s256 := sha256.Sum256(c.Raw)
+	return strings.ToUpper(hex.EncodeToString(s1[:])), strings.ToUpper(hex.EncodeToString(s256[:]))
 }
 
 // SymmetricKeyRegistrationResult names the group a symmetric-key device matched.

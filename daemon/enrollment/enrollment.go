@@ -4,7 +4,6 @@
 package enrollment
 
 import (
-	"encoding/json"
 	"log/slog"
 	"time"
 )
@@ -61,13 +60,16 @@ type Common struct {
 	AllocationPolicy           string                      `json:"allocationPolicy,omitempty" yaml:"allocationPolicy,omitempty"`
 	IoTHubs                    []string                    `json:"iotHubs,omitempty" yaml:"iotHubs,omitempty"`
 	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty" yaml:"customAllocationDefinition,omitempty"`
+	// ClientCertificateIssuancePolicy lets devices of this entry obtain a
+	// certificate by sending a CSR at registration.
+	ClientCertificateIssuancePolicy *ClientCertificateIssuancePolicy `json:"clientCertificateIssuancePolicy,omitempty" yaml:"clientCertificateIssuancePolicy,omitempty"`
 }
 
 // Attestation is DPS's AttestationMechanism.
 type Attestation struct {
 	Type         string                   `json:"type" yaml:"type"`
 	SymmetricKey *SymmetricKeyAttestation `json:"symmetricKey,omitempty" yaml:"symmetricKey,omitempty"`
-	X509         json.RawMessage          `json:"x509,omitempty" yaml:"-"`
+	X509         *X509Attestation         `json:"x509,omitempty" yaml:"x509,omitempty"`
 	TPM          *TPMAttestation          `json:"tpm,omitempty" yaml:"tpm,omitempty"`
 }
 

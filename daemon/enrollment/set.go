@@ -25,7 +25,18 @@ import (
 //
 // So thousands of prefixed groups cost a few map lookups, and the HMAC work per
 // request is bounded by the number of catch-all groups, which operators keep small.
+//
+// Finding an X.509 device's group. The device's chain says who issued each of
+// its certificates, so no group is tried blindly: groups are indexed by the
+// subject (DER) of their signing certificates and by the names in their
+// caReferences, and the x509chain verifier looks up the issuer of every
+// certificate the device sent (and, for caReferences, the names of the CA
+// certificates with that subject). Only groups whose CA issued something in
+// the chain have their chain verified.
 type Set struct {
+	x509BySubject map[string][]*Group
+	x509ByCAName  map[string][]*Group
+
 	individuals map[string]*Individual
 	groups      map[string]*Group
 	byPrefix    map[string][]*Group
@@ -39,11 +50,13 @@ type Set struct {
 // case-insensitively, as DPS does).
 func NewSet(individuals []*Individual, groups []*Group) (*Set, error) {
 	s := &Set{
-		individuals: make(map[string]*Individual, len(individuals)),
-		groups:      make(map[string]*Group, len(groups)),
-		byPrefix:    map[string][]*Group{},
-		orderInd:    individuals,
-		orderGroups: groups,
+		individuals:   make(map[string]*Individual, len(individuals)),
+		groups:        make(map[string]*Group, len(groups)),
+		byPrefix:      map[string][]*Group{},
+		orderInd:      individuals,
+		x509BySubject: map[string][]*Group{},
+		x509ByCAName:  map[string][]*Group{},
+		orderGroups:   groups,
 	}
 	for _, e := range individuals {
 		k := dpsapi.NormalizeRegistrationID(e.RegistrationID)
@@ -59,6 +72,10 @@ func NewSet(individuals []*Individual, groups []*Group) (*Set, error) {
 			return nil, fmt.Errorf("duplicate enrollment group %q", g.EnrollmentGroupID)
 		}
 		s.groups[k] = g
+		if g.Attestation.Type == AttestationX509 && g.Attestation.X509 != nil {
+			s.indexX509(g)
+			continue
+		}
 		if g.Attestation.Type != AttestationSymmetricKey {
 			continue
 		}
@@ -115,3 +132,35 @@ func (s *Set) Groups() []*Group { return s.orderGroups }
 
 // Len is the number of entries.
 func (s *Set) Len() int { return len(s.orderInd) + len(s.orderGroups) }
+
+func (s *Set) indexX509(g *Group) {
+	x := g.Attestation.X509
+	for _, c := range x.SigningCertificates.Certs() {
+		if c.Cert() == nil {
+			continue
+		}
+		k := string(c.Cert().RawSubject)
+		if !slices.Contains(s.x509BySubject[k], g) {
+			s.x509BySubject[k] = append(s.x509BySubject[k], g)
+		}
+	}
+	for _, n := range x.CAReferences.Names() {
+		k := strings.ToLower(n)
+		if !slices.Contains(s.x509ByCAName[k], g) {
+			s.x509ByCAName[k] = append(s.x509ByCAName[k], g)
+		}
+	}
+}
+
+// X509GroupsBySubject returns the X.509 groups with a signing certificate
+// whose subject is rawSubject (DER, as in x509.Certificate.RawIssuer of the
+// certificates it issued).
+func (s *Set) X509GroupsBySubject(rawSubject []byte) []*Group {
+	return s.x509BySubject[string(rawSubject)]
+}
+
+// X509GroupsByCAName returns the X.509 groups whose caReferences name the CA
+// certificate name (case-insensitively).
+func (s *Set) X509GroupsByCAName(name string) []*Group {
+	return s.x509ByCAName[strings.ToLower(name)]
+}

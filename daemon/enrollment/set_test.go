@@ -30,7 +30,7 @@ func symGroup(id string, prefixes ...string) *enrollment.Group {
 
 func x509Group(id string, prefixes ...string) *enrollment.Group {
 	g := &enrollment.Group{EnrollmentGroupID: id, RegistrationIDPrefixes: prefixes}
-	g.Attestation = enrollment.Attestation{Type: enrollment.AttestationX509, X509: []byte(`{}`)}
+	g.Attestation = enrollment.Attestation{Type: enrollment.AttestationX509, X509: &enrollment.X509Attestation{}}
 	return g
 }
 

@@ -71,6 +71,14 @@ func (g *Group) Validate(path string) error {
 
 func (c *Common) validate(p *problems, group bool) {
 	a := &c.Attestation
+	for _, m := range []struct {
+		name  string
+		given bool
+	}{{AttestationSymmetricKey, a.SymmetricKey != nil}, {AttestationX509, a.X509 != nil}, {AttestationTPM, a.TPM != nil}} {
+		if m.given && a.Type != m.name && a.Type != "" {
+			p.add("attestation."+m.name, "not used with attestation type %s", a.Type)
+		}
+	}
 	switch a.Type {
 	case AttestationSymmetricKey:
 		if a.SymmetricKey == nil {
@@ -79,9 +87,11 @@ func (c *Common) validate(p *problems, group bool) {
 		}
 		a.SymmetricKey.decode(p)
 	case AttestationX509:
-		if len(a.X509) == 0 {
+		if a.X509 == nil {
 			p.add("attestation.x509", "required for type x509")
+			break
 		}
+		a.X509.validate(p, group)
 	case AttestationTPM:
 		if group {
 			p.add("attestation.type", "TPM enrollment groups are not supported by DPS; enroll each TPM individually")
@@ -92,6 +102,9 @@ func (c *Common) validate(p *problems, group bool) {
 		p.add("attestation.type", "required (symmetricKey, x509 or tpm)")
 	default:
 		p.add("attestation.type", "unknown attestation type %q (symmetricKey, x509 or tpm)", a.Type)
+	}
+	if c.ClientCertificateIssuancePolicy != nil {
+		c.ClientCertificateIssuancePolicy.validate(p)
 	}
 	switch c.ProvisioningStatus {
 	case "", StatusEnabled, StatusDisabled:

@@ -82,7 +82,7 @@ func newFixture(t testing.TB) *fixture {
 	f.secOnly = mg("sec-only", "", symAttestation(nil, grpSecondary), "sec-")
 	f.legacy = mg("legacy", "", symAttestation(legacyKey, nil), "old-")
 	f.fleet = mg("fleet", enrollment.StatusDisabled, symAttestation(fleetKey, nil))
-	f.cam = mg("cams", "", enrollment.Attestation{Type: enrollment.AttestationX509, X509: []byte(`{}`)})
+	f.cam = mg("cams", "", enrollment.Attestation{Type: enrollment.AttestationX509, X509: &enrollment.X509Attestation{CAReferences: &enrollment.X509CAReferences{Primary: "cams-ca"}}})
 	var err error
 	f.set, err = enrollment.NewSet(
 		[]*enrollment.Individual{f.devInd, f.devDisabled, tpm, own},

@@ -219,8 +219,23 @@ func lowerHex(s string) string {
 // written as given (callers choose raw or encoded, as the SDKs do) and signed as
 // written. keyName is omitted when empty.
 func Build(key []byte, resource string, expiry time.Time, keyName string) string {
+	tok, _ := BuildWithMAC(func(msg []byte) ([]byte, error) {
+		m := hmac.New(sha256.New, key)
+		m.Write(msg)
+		return m.Sum(nil), nil
+	}, resource, expiry, keyName)
+	return tok
+}
+
+// BuildWithMAC is Build with the HMAC-SHA256 computed by mac, for keys that
+// cannot leave a token (an HSM).
+func BuildWithMAC(mac func(msg []byte) ([]byte, error), resource string, expiry time.Time, keyName string) (string, error) {
 	se := strconv.FormatInt(expiry.Unix(), 10)
-	sig := base64.StdEncoding.EncodeToString(Sign(key, resource, se))
+	sum, err := mac([]byte(resource + "\n" + se))
+	if err != nil {
+		return "", fmt.Errorf("sign SAS token: %w", err)
+	}
+	sig := base64.StdEncoding.EncodeToString(sum)
 	var b strings.Builder
 	b.WriteString(Prefix)
 	b.WriteString("sr=")
@@ -233,7 +248,7 @@ func Build(key []byte, resource string, expiry time.Time, keyName string) string
 		b.WriteString("&skn=")
 		b.WriteString(url.QueryEscape(keyName))
 	}
-	return b.String()
+	return b.String(), nil
 }
 
 // DeviceResource is the resource a device token names.
