@@ -40,6 +40,7 @@ const usage = `edgeprovd — on-premises IoT device provisioning, wire-compatibl
 Usage:
   edgeprovd init  --config FILE [--state-dir D] [--san HOST]...  create the instance once (store, ID scope, TLS, policy key)
   edgeprovd run   --config FILE [--state-dir D] [--ready-file F] serve (the default command)
+  edgeprovd ca COMMAND --config FILE ...          CA certificates with proof of possession (edgeprovd ca help)
   edgeprovd check-catalog FILE                    validate an enrollment catalog without serving
   edgeprovd check-config FILE                     validate a daemon config without serving
   edgeprovd version
@@ -61,6 +62,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdInit(ctx, args, stdout, stderr)
 	case "run":
 		return cmdRun(ctx, args, stderr)
+	case "ca":
+		return cmdCA(ctx, args, stdout, stderr)
 	case "check-catalog":
 		return cmdCheckCatalog(args, stdout, stderr)
 	case "check-config":

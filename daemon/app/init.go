@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,8 +40,8 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "edgeprov instance created\n  ID scope:          %s\n  CA certificate:    %s\n  store:             %s\n  service policy key: %s\n  service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
-		res.IDScope, cfg.CACertPath(), cfg.StorePath(), res.PolicyKeyPath, hosts[0], OwnerPolicy, res.policyKey)
+	fmt.Fprintf(stdout, "edgeprov instance created\n  ID scope:          %s\n  CA certificate:    %s\n  store:             %s\n  secrets data key:  %s\n  service policy key: %s\n  service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
+		res.IDScope, cfg.CACertPath(), cfg.StorePath(), res.SecretsKey, res.PolicyKeyPath, hosts[0], OwnerPolicy, res.policyKey)
 	return nil
 }
 
@@ -48,7 +49,10 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 type InitResult struct {
 	IDScope       string
 	PolicyKeyPath string
-	policyKey     string
+	// SecretsKey says where the data key sealing the store's secrets is: a
+	// file, or the PKCS#11 key it is derived with.
+	SecretsKey string
+	policyKey  string
 }
 
 // Init creates the instance: TLS material, the owner policy key, then the
@@ -90,6 +94,16 @@ func Init(ctx context.Context, cfg *config.Config, hosts []string) (*InitResult,
 			return nil, fmt.Errorf("write TLS material: %w", err)
 		}
 	}
+	// The data key before the instance record: an init that fails here can
+	// simply be run again.
+	var cl closers
+	_, err = openSecrets(ctx, cfg, true, slog.New(slog.DiscardHandler), &cl)
+	if cerr := cl.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secrets data key: %w", err)
+	}
 	var k [32]byte
 	rand.Read(k[:])
 	policyKey := base64.StdEncoding.EncodeToString(k[:])
@@ -103,5 +117,9 @@ func Init(ctx context.Context, cfg *config.Config, hosts []string) (*InitResult,
 	if err := st.CreateInstance(ctx, &store.Instance{IDScope: scope, CreatedAt: time.Now().UTC()}); err != nil {
 		return nil, fmt.Errorf("create instance: %w", err)
 	}
-	return &InitResult{IDScope: scope, PolicyKeyPath: keyPath, policyKey: policyKey}, nil
+	secretsKey := cfg.SecretsKeyPath()
+	if cfg.Secrets.KeyURI != "" {
+		secretsKey = "derived in the token (" + cfg.Secrets.KeyURI + ")"
+	}
+	return &InitResult{IDScope: scope, PolicyKeyPath: keyPath, SecretsKey: secretsKey, policyKey: policyKey}, nil
 }

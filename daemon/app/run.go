@@ -19,6 +19,8 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/attestation"
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	"github.com/edgeprov/edgeprov/daemon/attestation/x509chain"
+	"github.com/edgeprov/edgeprov/daemon/cacert"
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
@@ -28,6 +30,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/metrics"
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
+	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
@@ -85,11 +88,13 @@ type Daemon struct {
 	scope   string
 	catalog *catalog.Source
 	hubs    *hubSet
+	cas     *cacert.Registry
 	service *registration.Service
 	tls     *tls.Config
 	device  net.Listener
 	metrics *metrics.Metrics
 	mln     net.Listener
+	closers closers
 }
 
 // Build assembles the daemon from its config; the listeners are bound here so
@@ -121,14 +126,35 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 	}
 	d.catalog = catalog.NewSource(d.scope, cat)
-	d.hubs = newHubSet(cfg, st)
+	sealer, err := openSecrets(ctx, cfg, false, log, &d.closers)
+	if err != nil {
+		return nil, err
+	}
+	d.hubs = newHubSet(cfg, st, sealer)
+	pool, err := d.loadCAs(ctx, cat)
+	if err != nil {
+		return nil, err
+	}
+	d.cas = cacert.NewRegistry(d.scope, pool)
+	issuer, err := buildIssuer(ctx, cfg, log, &d.closers)
+	if err != nil {
+		return nil, &ExitError{ExitConfig, err}
+	}
+	var certIssuer registration.CertIssuer
+	if issuer != nil {
+		certIssuer = issuer
+	}
 
 	d.metrics = metrics.New()
 	d.service = registration.New(registration.Config{
 		Store:       st,
 		Enrollments: d.catalog,
 		Hubs:        d.hubs,
-		Verifier:    &attestation.Verifier{Symkey: &symkey.Verifier{Skew: cfg.Device.SASClockSkew.Duration}},
+		Issuer:      certIssuer,
+		Verifier: &attestation.Verifier{
+			Symkey: &symkey.Verifier{Skew: cfg.Device.SASClockSkew.Duration},
+			X509:   &x509chain.Verifier{CAs: d.cas},
+		},
 		Policies: map[string]allocation.Policy{
 			enrollment.AllocationHashed: allocation.Hashed{},
 			enrollment.AllocationStatic: allocation.Static{},
@@ -170,7 +196,7 @@ func (d *Daemon) Service() *registration.Service { return d.service }
 // IDScope is the instance's ID scope.
 func (d *Daemon) IDScope() string { return d.scope }
 
-// Close releases the store and listeners.
+// Close releases the store, listeners and PKCS#11 modules.
 func (d *Daemon) Close() error {
 	if d.device != nil {
 		d.device.Close()
@@ -178,10 +204,30 @@ func (d *Daemon) Close() error {
 	if d.mln != nil {
 		d.mln.Close()
 	}
+	err := d.closers.Close()
 	if d.store != nil {
-		return d.store.Close()
+		err = errors.Join(err, d.store.Close())
 	}
-	return nil
+	return err
+}
+
+// loadCAs builds the pool of usable CA certificates: the catalog's and the
+// verified ones in the store.
+func (d *Daemon) loadCAs(ctx context.Context, cat *catalog.File) (*cacert.Pool, error) {
+	var named []cacert.Named
+	if cat != nil {
+		for _, ca := range cat.CertificateAuthorities {
+			named = append(named, cacert.Named{Name: ca.Name, Cert: ca.Cert})
+		}
+	}
+	pool, shadowed, err := cacert.Load(ctx, d.store, d.scope, named)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range shadowed {
+		d.log.Warn("a stored CA certificate is shadowed by the catalog's of the same name", "name", n)
+	}
+	return pool, nil
 }
 
 // Serve serves until ctx ends, then drains in-flight requests.
@@ -252,8 +298,15 @@ func (d *Daemon) ReloadCatalog() error {
 		d.log.Error("catalog reload refused; the previous catalog keeps serving", "error", err)
 		return err
 	}
+	pool, err := d.loadCAs(context.Background(), f)
+	if err != nil {
+		d.log.Error("catalog reload refused; the previous catalog keeps serving", "error", err)
+		return err
+	}
+	d.cas.Swap(pool)
 	d.catalog.Swap(f)
-	d.log.Info("catalog reloaded", "file", f.Path, "enrollments", len(f.Individuals), "enrollmentGroups", len(f.Groups))
+	d.log.Info("catalog reloaded", "file", f.Path, "enrollments", len(f.Individuals), "enrollmentGroups", len(f.Groups),
+		"caCertificates", pool.Len())
 	return nil
 }
 
@@ -292,13 +345,13 @@ func (d *Daemon) pruneLoop(ctx context.Context) {
 // hubSet is the linked hubs built from the config.
 type hubSet struct{ linked []*hub.Linked }
 
-func newHubSet(cfg *config.Config, st store.Store) *hubSet {
+func newHubSet(cfg *config.Config, st store.Store, sealer secrets.Sealer) *hubSet {
 	hs := &hubSet{}
 	for _, h := range cfg.LinkedHubs {
 		var drv hub.Driver
 		switch h.Driver {
 		case "local":
-			drv = local.New(h.HostName, st)
+			drv = local.New(h.HostName, st, sealer)
 		}
 		hs.linked = append(hs.linked, &hub.Linked{Name: h.Name, HostName: h.HostName, Weight: *h.AllocationWeight,
 			ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Driver: drv})

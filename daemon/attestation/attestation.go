@@ -5,13 +5,16 @@ package attestation
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	"github.com/edgeprov/edgeprov/daemon/attestation/x509chain"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/hub"
 )
 
 // ErrUnauthorized covers unknown devices and bad proofs alike: callers must not
@@ -26,8 +29,13 @@ type Evidence struct {
 	RegistrationID string
 	// Authorization is the SAS token, if any.
 	Authorization string
-	// NotExpiredAt, when set, is the time the token must have been valid at
-	// instead of now: polls of an operation created with a valid token.
+	// ClientCerts is the certificate chain the device presented in the TLS
+	// handshake (leaf first), if any; crypto/tls has checked that the device
+	// holds the leaf's private key.
+	ClientCerts []*x509.Certificate
+	// NotExpiredAt, when set, is the time the token (or certificate) must
+	// have been valid at instead of now: polls of an operation created with
+	// valid credentials.
 	NotExpiredAt time.Time
 }
 
@@ -41,6 +49,21 @@ type Result struct {
 	// DeviceKey is the key the hub identity is created with (symmetric key and
 	// TPM); never logged.
 	DeviceKey []byte
+	// Leaf is the device certificate that verified (X.509).
+	Leaf *x509.Certificate
+}
+
+// HubAuthType is how the hub identity authenticates: SAS for symmetric keys,
+// the certificate's thumbprint for an individual X.509 enrollment, the CA for
+// a group's.
+func (r *Result) HubAuthType() string {
+	switch {
+	case r.Type != enrollment.AttestationX509:
+		return hub.AuthSAS
+	case r.Group != nil:
+		return hub.AuthCertificateAuthority
+	}
+	return hub.AuthSelfSigned
 }
 
 // Common returns the matched enrollment's shared fields.
@@ -71,11 +94,14 @@ func (r *Result) DeviceID(normalizedRegID string) string {
 // Verifier dispatches evidence to the mechanism that checks it.
 type Verifier struct {
 	Symkey *symkey.Verifier
-	Now    func() time.Time
+	// X509 verifies client certificates; nil refuses them.
+	X509 *x509chain.Verifier
+	Now  func() time.Time
 }
 
 // Attest finds the enrollment the evidence proves membership of. hintGroup, when
-// set, is tried first (the group of the device's existing record).
+// set, is tried first (the group of the device's existing record). A SAS token
+// decides when present; otherwise a client certificate.
 func (v *Verifier) Attest(ctx context.Context, ev Evidence, set *enrollment.Set, hintGroup string) (*Result, error) {
 	now := v.now()
 	if !ev.NotExpiredAt.IsZero() {
@@ -92,6 +118,15 @@ func (v *Verifier) Attest(ctx context.Context, ev Evidence, set *enrollment.Set,
 			return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 		}
 		return &Result{Type: enrollment.AttestationSymmetricKey, Individual: m.Individual, Group: m.Group, KeyRef: m.KeyRef, DeviceKey: m.DeviceKey}, nil
+	case len(ev.ClientCerts) > 0:
+		if v.X509 == nil {
+			return nil, fmt.Errorf("%w: X.509 attestation is not enabled", ErrUnauthorized)
+		}
+		m, err := v.X509.Verify(ev.Scope, ev.RegistrationID, ev.ClientCerts, now, set, hintGroup)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		}
+		return &Result{Type: enrollment.AttestationX509, Individual: m.Individual, Group: m.Group, KeyRef: m.KeyRef, Leaf: m.Leaf}, nil
 	default:
 		return nil, fmt.Errorf("%w: no credentials presented", ErrUnauthorized)
 	}

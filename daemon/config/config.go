@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/strictyaml"
+	"github.com/edgeprov/edgeprov/hsm"
 )
 
 // Version is the config format this build reads.
@@ -36,6 +37,11 @@ type Config struct {
 	Metrics    Metrics    `yaml:"metrics,omitempty"`
 	Throttling Throttling `yaml:"throttling,omitempty"`
 	Log        Log        `yaml:"log,omitempty"`
+	// IssuingCA certifies device CSRs (optional).
+	IssuingCA *IssuingCA `yaml:"issuingCA,omitempty"`
+	// Secrets says where the data key sealing secrets in the store comes
+	// from; default: a key file in stateDir that init creates.
+	Secrets Secrets `yaml:"secrets,omitempty"`
 
 	dir, file string
 }
@@ -103,6 +109,27 @@ type Throttling struct {
 	// then get 429 with retry-after.
 	MaxInFlight   int      `yaml:"maxInFlight,omitempty"`
 	AdmissionWait Duration `yaml:"admissionWait,omitempty"`
+}
+
+// IssuingCA is the CA that certifies devices' CSRs at registration.
+type IssuingCA struct {
+	// Name is what enrollments' clientCertificateIssuancePolicy
+	// certificateAuthorityName may name; default "edgeprov".
+	Name string `yaml:"name,omitempty"`
+	// CertFile holds the CA certificate (PEM), then its issuers up to the
+	// root; devices receive them after their own certificate.
+	CertFile string `yaml:"certFile"`
+	// KeyFile is the CA key (PKCS#8, PKCS#1 or SEC 1 PEM), or KeyURI names it
+	// in a PKCS#11 token (RFC 7512).
+	KeyFile string `yaml:"keyFile,omitempty"`
+	KeyURI  string `yaml:"keyURI,omitempty"`
+}
+
+// Secrets locates the data key of daemon/secrets: a key file, or an HMAC
+// (generic secret) key in a PKCS#11 token from which it is derived.
+type Secrets struct {
+	KeyFile string `yaml:"keyFile,omitempty"`
+	KeyURI  string `yaml:"keyURI,omitempty"`
 }
 
 // Operations tunes how long device operations stay pollable.
@@ -335,7 +362,54 @@ func (c *Config) Validate() error {
 			bad(p+".driver", "unknown hub driver %q (available: local)", h.Driver)
 		}
 	}
+	if ca := c.IssuingCA; ca != nil {
+		if ca.CertFile == "" {
+			bad("issuingCA.certFile", "required")
+		}
+		if (ca.KeyFile == "") == (ca.KeyURI == "") {
+			bad("issuingCA", "give exactly one of keyFile or keyURI")
+		}
+		if ca.KeyURI != "" {
+			if err := checkKeyURI(ca.KeyURI); err != nil {
+				bad("issuingCA.keyURI", "%v", err)
+			}
+		}
+		if ca.Name != "" {
+			if err := enrollment.ValidateCAName(ca.Name); err != nil {
+				bad("issuingCA.name", "%v", err)
+			}
+		}
+	}
+	if c.Secrets.KeyFile != "" && c.Secrets.KeyURI != "" {
+		bad("secrets", "give keyFile or keyURI, not both")
+	}
+	if c.Secrets.KeyURI != "" {
+		if err := checkKeyURI(c.Secrets.KeyURI); err != nil {
+			bad("secrets.keyURI", "%v", err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkKeyURI requires a pkcs11: URI that names a key (object or id).
+func checkKeyURI(s string) error {
+	u, err := hsm.ParseURI(s)
+	if err != nil {
+		return err
+	}
+	if _, err := u.KeyRef(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// SecretsKeyPath is the data key file: secrets.keyFile, or the one init
+// creates in stateDir.
+func (c *Config) SecretsKeyPath() string {
+	if c.Secrets.KeyFile != "" {
+		return c.Path(c.Secrets.KeyFile)
+	}
+	return filepath.Join(c.Path(c.StateDir), "secrets.key")
 }
 
 // File is the config file's path.

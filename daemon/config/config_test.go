@@ -26,6 +26,8 @@ func TestLoad(t *testing.T) {
 		"ok/defaults",
 		"ok/full",
 		"ok/postgres",
+		"ok/issuance",
+		"ok/issuance-files",
 
 		"fail/missing-version",
 		"fail/wrong-version",
@@ -39,6 +41,7 @@ func TestLoad(t *testing.T) {
 		"fail/weight-out-of-range",
 		"fail/duplicate-hubs",
 		"fail/unknown-driver",
+		"fail/issuing-ca",
 		"fail/no-hubs",
 		"fail/hub-missing-fields",
 		"fail/multiple-errors",
@@ -114,6 +117,7 @@ func dump(t *testing.T, c *config.Config) []byte {
 		"ServerCertPath": c.ServerCertPath(),
 		"ServerKeyPath":  c.ServerKeyPath(),
 		"PolicyDir":      c.PolicyDir(),
+		"SecretsKeyPath": c.SecretsKeyPath(),
 	}}
 	for k, v := range out.Paths {
 		out.Paths[k] = filepath.ToSlash(v)

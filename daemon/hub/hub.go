@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 )
 
 // Auth types of a device identity, as IoT Hub names them.
@@ -24,10 +25,21 @@ var ErrRefused = errors.New("hub refused the device")
 type Device struct {
 	DeviceID string
 	AuthType string
-	// KeyRef says where the device key comes from, never the key itself.
-	KeyRef      string
+	// KeyRef says where the device key comes from.
+	KeyRef string
+	// Key is the device's symmetric key (AuthSAS): the hub authenticates
+	// the device with it. Drivers that persist it must encrypt it.
+	Key []byte
+	// Thumbprint is the SHA-256 thumbprint (upper-case hex) of the device's
+	// certificate (AuthSelfSigned).
+	Thumbprint  string
 	IoTEdge     bool
 	InitialTwin json.RawMessage
+}
+
+// LogValue keeps the key out of logs.
+func (d Device) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("deviceId", d.DeviceID), slog.String("authType", d.AuthType), slog.String("keyRef", d.KeyRef))
 }
 
 // Driver manages device identities on one hub. Every call is idempotent: a

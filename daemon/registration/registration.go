@@ -6,6 +6,7 @@ package registration
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
+	"github.com/edgeprov/edgeprov/daemon/issuance"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
@@ -41,12 +43,23 @@ type Hubs interface {
 	Linked() []*hub.Linked
 }
 
+// CertIssuer certifies device keys sent as CSRs (package issuance's Issuer).
+type CertIssuer interface {
+	// Check decides whether the device may have csr certified under policy;
+	// its errors are the device's fault (400).
+	Check(csr *x509.CertificateRequest, registrationID, deviceID string, policy *enrollment.ClientCertificateIssuancePolicy) error
+	// Issue returns the DER chain to give the device, its certificate first.
+	Issue(csr *x509.CertificateRequest, deviceID string, policy *enrollment.ClientCertificateIssuancePolicy) ([][]byte, error)
+}
+
 // Config builds a Service.
 type Config struct {
 	Store       store.Store
 	Enrollments Enrollments
 	Hubs        Hubs
 	Verifier    *attestation.Verifier
+	// Issuer certifies CSRs; nil: devices that send one are refused.
+	Issuer CertIssuer
 	// Policies by DPS name; DefaultPolicy applies when an enrollment names none.
 	Policies      map[string]allocation.Policy
 	DefaultPolicy string
@@ -95,14 +108,21 @@ func New(cfg Config) *Service {
 type RegisterRequest struct {
 	Scope          string // from the path or MQTT username
 	RegistrationID string // from the path or MQTT username, case as sent
-	Body           dpsapi.DeviceRegistration
-	Authorization  string
+	// APIVersion is the device API version asked for ("" when absent); a
+	// csr is accepted only with an issuance version (dpsapi.AllowsCSR).
+	APIVersion    string
+	Body          dpsapi.DeviceRegistration
+	Authorization string
+	// ClientCerts is the chain the device presented in the TLS handshake,
+	// leaf first (nil when none).
+	ClientCerts []*x509.Certificate
 }
 
 // PollRequest is an operation status poll.
 type PollRequest struct {
 	Scope, RegistrationID, OperationID string
 	Authorization                      string
+	ClientCerts                        []*x509.Certificate
 }
 
 // StatusRequest is the registration status lookup (POST /{scope}/registrations/{id}).
@@ -110,6 +130,7 @@ type StatusRequest struct {
 	Scope, RegistrationID string
 	Body                  dpsapi.DeviceRegistration
 	Authorization         string
+	ClientCerts           []*x509.Certificate
 }
 
 // Register runs the pipeline of DESIGN.md and answers "assigning" with an
@@ -122,6 +143,10 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	}
 	if b := req.Body.RegistrationID; b != "" && !strings.EqualFold(b, req.RegistrationID) {
 		return nil, badRequest(dpsapi.CodeIDMismatch, "registrationId %q in the body differs from %q in the request path", b, req.RegistrationID)
+	}
+	csr, err := s.parseCSR(req)
+	if err != nil {
+		return nil, err
 	}
 	prev, err := s.previousRecord(ctx, scope, key)
 	if err != nil {
@@ -145,7 +170,8 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 
 	// 1–2. Find the enrollment and attest.
 	started := time.Now()
-	res, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}, hint)
+	res, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization,
+		ClientCerts: req.ClientCerts}, hint)
 	if err != nil {
 		s.cfg.Observer.Registered("unknown", "", "", "unauthorized", time.Since(started))
 		return nil, err
@@ -154,6 +180,13 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	// device's budget by sending its registration ID.
 	if ok, wait := s.cfg.RegisterLimit.Allow(scope+"/"+key, s.cfg.Now()); !ok {
 		return nil, &ThrottledError{RetryAfter: wait, Reason: "registering too often"}
+	}
+	if csr != nil {
+		// Asked only now: whether the enrollment allows issuance is not told
+		// to devices that did not prove who they are.
+		if err := s.checkCSR(csr, req.RegistrationID, res.DeviceID(key), res); err != nil {
+			return nil, err
+		}
 	}
 
 	now := s.cfg.Now().UTC()
@@ -165,7 +198,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	// 3. Refuse disabled enrollments (an individual entry inside a group wins).
 	if c := res.Common(); !c.Enabled() {
 		s.fail(op, dpsapi.CodeEnrollmentDisabled, "The enrollment is disabled.")
-	} else if rec, inTx, err = s.assign(ctx, scope, key, req, res, prev, now); err != nil {
+	} else if rec, inTx, err = s.assign(ctx, scope, key, req, res, prev, now, csr != nil); err != nil {
 		var fe *failure
 		if !errors.As(err, &fe) {
 			return nil, err
@@ -174,6 +207,17 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	} else {
 		op.Status = dpsapi.StatusAssigned
 		op.Result = resultOf(rec)
+		if csr != nil {
+			// The chain goes to the operation only: it is the device's to
+			// read once, not part of the registration record.
+			chain, err := s.cfg.Issuer.Issue(csr, rec.DeviceID, res.Common().ClientCertificateIssuancePolicy)
+			if err != nil {
+				return nil, fmt.Errorf("issue certificate for %s: %w", key, err)
+			}
+			for _, der := range chain {
+				op.Result.IssuedCertificateChain = append(op.Result.IssuedCertificateChain, base64.StdEncoding.EncodeToString(der))
+			}
+		}
 	}
 
 	// 6. The record and the operation become durable together, before the device
@@ -212,7 +256,7 @@ func (f *failure) Error() string { return f.msg }
 // the previous record) and create the identity there. It returns the new record
 // and, for drivers that write into edgeprov's store, the write to make in the
 // registration's transaction.
-func (s *Service) assign(ctx context.Context, scope, key string, req RegisterRequest, res *attestation.Result, prev *store.Record, now time.Time) (*store.Record, func(store.Tx) error, error) {
+func (s *Service) assign(ctx context.Context, scope, key string, req RegisterRequest, res *attestation.Result, prev *store.Record, now time.Time, issued bool) (*store.Record, func(store.Tx) error, error) {
 	c := res.Common()
 	h, err := s.allocate(ctx, key, c, prev)
 	if err != nil {
@@ -222,7 +266,15 @@ func (s *Service) assign(ctx context.Context, scope, key string, req RegisterReq
 		return nil, nil, &failure{dpsapi.CodeAllocationFailed, "Allocation failed: " + err.Error()}
 	}
 	deviceID := res.DeviceID(key)
-	dev := hub.Device{DeviceID: deviceID, AuthType: hub.AuthSAS, KeyRef: res.KeyRef}
+	dev := hub.Device{DeviceID: deviceID, AuthType: res.HubAuthType(), KeyRef: res.KeyRef, Key: res.DeviceKey}
+	if res.Leaf != nil && dev.AuthType == hub.AuthSelfSigned {
+		_, dev.Thumbprint = dpsapi.Thumbprints(res.Leaf)
+	}
+	if issued {
+		// The device will authenticate to the hub with the certificate
+		// edgeprov's CA issues it.
+		dev.AuthType, dev.Thumbprint = hub.AuthCertificateAuthority, ""
+	}
 	if c.Capabilities != nil {
 		dev.IoTEdge = c.Capabilities.IoTEdge
 	}
@@ -248,6 +300,9 @@ func (s *Service) assign(ctx context.Context, scope, key string, req RegisterReq
 	rec := &store.Record{Scope: scope, RegistrationID: key, DeviceID: deviceID, AssignedHub: h.HostName, InitialHub: h.HostName,
 		Status: dpsapi.StatusAssigned, Substatus: dpsapi.SubstatusInitialAssignment, Attestation: res.Type,
 		EnrollmentGroupID: res.GroupID(), CreatedAt: now, UpdatedAt: now, ETag: newETag(), Payload: payloadOf(req.Body.Payload)}
+	if res.Leaf != nil && res.Individual != nil {
+		rec.CertificateInfo = dpsapi.NewX509CertificateInfo(res.Leaf)
+	}
 	if prev != nil {
 		rec.CreatedAt, rec.InitialHub = prev.CreatedAt, prev.InitialHub
 		switch {
@@ -335,7 +390,7 @@ func (s *Service) OperationStatus(ctx context.Context, req PollRequest) (*dpsapi
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("read operation: %w", err)
 	}
-	ev := attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}
+	ev := attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization, ClientCerts: req.ClientCerts}
 	hint := ""
 	if op != nil && op.RegistrationID == key {
 		// Tokens may have expired since the register call (aziot's live 30 s and
@@ -367,6 +422,9 @@ func (s *Service) RegistrationStatus(ctx context.Context, req StatusRequest) (*d
 	if b := req.Body.RegistrationID; b != "" && !strings.EqualFold(b, req.RegistrationID) {
 		return nil, badRequest(dpsapi.CodeIDMismatch, "registrationId %q in the body differs from %q in the request path", b, req.RegistrationID)
 	}
+	if req.Body.CSR != "" {
+		return nil, badRequest(dpsapi.CodeInvalidCSR, "csr may not be sent to the registration status lookup")
+	}
 	prev, err := s.previousRecord(ctx, scope, key)
 	if err != nil {
 		return nil, err
@@ -375,7 +433,8 @@ func (s *Service) RegistrationStatus(ctx context.Context, req StatusRequest) (*d
 	if prev != nil {
 		hint = prev.EnrollmentGroupID
 	}
-	if _, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization}, hint); err != nil {
+	if _, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization,
+		ClientCerts: req.ClientCerts}, hint); err != nil {
 		return nil, err
 	}
 	if prev == nil {
@@ -435,9 +494,36 @@ func resultOf(r *store.Record) *dpsapi.DeviceRegistrationResult {
 	case enrollment.AttestationSymmetricKey:
 		out.SymmetricKey = &dpsapi.SymmetricKeyRegistrationResult{EnrollmentGroupID: r.EnrollmentGroupID}
 	case enrollment.AttestationX509:
-		out.X509 = &dpsapi.X509RegistrationResult{EnrollmentGroupID: r.EnrollmentGroupID}
+		out.X509 = &dpsapi.X509RegistrationResult{EnrollmentGroupID: r.EnrollmentGroupID, CertificateInfo: r.CertificateInfo}
 	}
 	return out
+}
+
+// parseCSR reads the csr of a register call (400 when it cannot be used).
+// Other API versions than the issuance previews refuse it, as DPS does, so a
+// device never believes it asked for a certificate the service ignored.
+func (s *Service) parseCSR(req RegisterRequest) (*x509.CertificateRequest, error) {
+	if req.Body.CSR == "" {
+		return nil, nil
+	}
+	if !dpsapi.AllowsCSR(req.APIVersion) {
+		return nil, badRequest(dpsapi.CodeInvalidCSR, "csr requires api-version=%s (or %s)", dpsapi.APIVersionIssuance, dpsapi.APIVersionIssuanceLegacy)
+	}
+	csr, err := issuance.ParseCSR(req.Body.CSR)
+	if err != nil {
+		return nil, badRequest(dpsapi.CodeInvalidCSR, "%v", err)
+	}
+	return csr, nil
+}
+
+func (s *Service) checkCSR(csr *x509.CertificateRequest, regID, deviceID string, res *attestation.Result) error {
+	if s.cfg.Issuer == nil {
+		return badRequest(dpsapi.CodeInvalidCSR, "%v: this service has no issuing CA", issuance.ErrNotAllowed)
+	}
+	if err := s.cfg.Issuer.Check(csr, regID, deviceID, res.Common().ClientCertificateIssuancePolicy); err != nil {
+		return badRequest(dpsapi.CodeInvalidCSR, "%v", err)
+	}
+	return nil
 }
 
 // payloadOf keeps a device payload that is a JSON object (what Embedded C can

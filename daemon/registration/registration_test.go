@@ -241,7 +241,7 @@ func TestReregistration(t *testing.T) {
 		}
 	}
 	newHub := "hub-c.test"
-	keep = append(keep, &hub.Linked{Name: "c", HostName: newHub, Weight: 1000, ApplyAllocationPolicy: true, Driver: local.New(newHub, f.Store)})
+	keep = append(keep, &hub.Linked{Name: "c", HostName: newHub, Weight: 1000, ApplyAllocationPolicy: true, Driver: local.New(newHub, f.Store, f.Sealer)})
 	f.Hubs.Set(keep)
 	third, err := register(t, f, "grp-re", f.GroupToken("grp-re"), "")
 	if err != nil {

@@ -25,7 +25,9 @@ var (
 
 // SchemaVersion is the layout version this build reads and writes; Open refuses
 // a store written by a newer version.
-const SchemaVersion = 1
+//
+// 2: CA certificates (bolt: a new bucket; postgres: migration 2).
+const SchemaVersion = 2
 
 // Store is the storage contract.
 type Store interface {
@@ -62,6 +64,13 @@ type Tx interface {
 	PutIdentity(id *Identity) error
 	DeleteIdentity(hub, deviceID string) error
 	Identities(hub, after string, limit int) ([]*Identity, error)
+
+	// CA certificates of a scope; names compare case-insensitively.
+	CACertificate(scope, name string) (*CACertificate, error)
+	PutCACertificate(c *CACertificate) error
+	DeleteCACertificate(scope, name string) error
+	// CACertificates lists a scope's CA certificates in name order.
+	CACertificates(scope string) ([]*CACertificate, error)
 }
 
 // Instance is what edgeprovd init creates.
@@ -101,6 +110,9 @@ type Record struct {
 	UpdatedAt         time.Time       `json:"updatedAt"`
 	ETag              string          `json:"etag"`
 	Payload           json.RawMessage `json:"payload,omitempty"`
+	// CertificateInfo describes the certificate of an individual X.509
+	// enrollment's device.
+	CertificateInfo *dpsapi.X509CertificateInfo `json:"certificateInfo,omitempty"`
 }
 
 // Identity is a device identity in the embedded (local) hub's registry.
@@ -109,13 +121,36 @@ type Identity struct {
 	DeviceID string `json:"deviceId"`
 	// AuthType is sas, selfSigned (X.509 thumbprint) or certificateAuthority.
 	AuthType string `json:"authType"`
-	// KeyRef names where the device's key comes from (e.g. "group:line-7#derived");
-	// the key itself is not stored here.
-	KeyRef      string          `json:"keyRef,omitempty"`
+	// KeyRef names where the device's key comes from (e.g. "group:line-7#derived").
+	KeyRef string `json:"keyRef,omitempty"`
+	// SealedKey is the device's symmetric key (SAS devices), encrypted by
+	// daemon/secrets: never stored in the clear.
+	SealedKey []byte `json:"sealedKey,omitempty"`
+	// Thumbprint is the SHA-256 thumbprint (upper-case hex) of a
+	// selfSigned device's certificate.
+	Thumbprint  string          `json:"thumbprint,omitempty"`
 	IoTEdge     bool            `json:"iotEdge,omitempty"`
 	Status      string          `json:"status"`
 	InitialTwin json.RawMessage `json:"initialTwin,omitempty"`
 	ETag        string          `json:"etag"`
 	CreatedAt   time.Time       `json:"createdAt"`
 	UpdatedAt   time.Time       `json:"updatedAt"`
+}
+
+// CACertificate is a CA certificate uploaded to an instance. Enrollment groups'
+// caReferences may use it only once Verified: its uploader proved possession
+// of the CA key by signing a certificate whose subject CN is VerificationCode.
+type CACertificate struct {
+	Scope string `json:"scope"`
+	Name  string `json:"name"`
+	// Certificate is the DER certificate.
+	Certificate []byte `json:"certificate"`
+	Verified    bool   `json:"verified"`
+	// VerificationCode is the outstanding proof-of-possession challenge
+	// (empty when none), valid until VerificationCodeExpiry.
+	VerificationCode       string    `json:"verificationCode,omitempty"`
+	VerificationCodeExpiry time.Time `json:"verificationCodeExpiry,omitzero"`
+	ETag                   string    `json:"etag"`
+	CreatedAt              time.Time `json:"createdAt"`
+	UpdatedAt              time.Time `json:"updatedAt"`
 }

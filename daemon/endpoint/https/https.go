@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -79,7 +80,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, dpsapi.CodeMethodNotAllowed, "Method "+r.Method+" is not allowed here; use "+want, trackingID)
 		return
 	}
-	if err := dpsapi.ValidateAPIVersion(r.URL.Query().Get("api-version")); err != nil {
+	apiVersion := r.URL.Query().Get("api-version")
+	if err := dpsapi.ValidateAPIVersion(apiVersion); err != nil {
 		h.writeError(w, dpsapi.CodeInvalidAPIVersion, err.Error(), trackingID)
 		return
 	}
@@ -89,10 +91,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	auth := r.Header.Get("Authorization")
+	// The server requests client certificates (tls.RequestClientCert) and
+	// verifies them in the attestation step, against the enrollments.
+	var certs []*x509.Certificate
+	if r.TLS != nil {
+		certs = r.TLS.PeerCertificates
+	}
 
 	switch route {
 	case "register":
-		res, err := h.reg.Register(ctx, registration.RegisterRequest{Scope: scope, RegistrationID: regID, Body: body, Authorization: auth})
+		res, err := h.reg.Register(ctx, registration.RegisterRequest{Scope: scope, RegistrationID: regID, APIVersion: apiVersion,
+			Body: body, Authorization: auth, ClientCerts: certs})
 		if err != nil {
 			h.writeErr(w, r, err, trackingID)
 			return
@@ -100,7 +109,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("retry-after", strconv.Itoa(h.retryAfter))
 		writeJSON(w, http.StatusAccepted, res)
 	case "poll":
-		res, err := h.reg.OperationStatus(ctx, registration.PollRequest{Scope: scope, RegistrationID: regID, OperationID: seg[4], Authorization: auth})
+		res, err := h.reg.OperationStatus(ctx, registration.PollRequest{Scope: scope, RegistrationID: regID, OperationID: seg[4],
+			Authorization: auth, ClientCerts: certs})
 		if err != nil {
 			h.writeErr(w, r, err, trackingID)
 			return
@@ -112,7 +122,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, status, res)
 	case "status":
-		res, err := h.reg.RegistrationStatus(ctx, registration.StatusRequest{Scope: scope, RegistrationID: regID, Body: body, Authorization: auth})
+		res, err := h.reg.RegistrationStatus(ctx, registration.StatusRequest{Scope: scope, RegistrationID: regID, Body: body,
+			Authorization: auth, ClientCerts: certs})
 		if err != nil {
 			h.writeErr(w, r, err, trackingID)
 			return

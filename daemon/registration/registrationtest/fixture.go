@@ -4,6 +4,7 @@
 package registrationtest
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"path/filepath"
 	"sync/atomic"
@@ -13,11 +14,13 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/attestation"
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	"github.com/edgeprov/edgeprov/daemon/attestation/x509chain"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
 	"github.com/edgeprov/edgeprov/daemon/hub/local"
 	"github.com/edgeprov/edgeprov/daemon/registration"
+	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 )
@@ -54,6 +57,12 @@ type Fixture struct {
 	Store   store.Store
 	Hubs    *Hubs
 	Set     *enrollment.Set
+	// Sealer seals the device keys the local hubs keep.
+	Sealer *secrets.Box
+	// Local are the local hub drivers of HubA and HubB.
+	Local map[string]*local.Driver
+	// StorePath is the bbolt file.
+	StorePath string
 	// Now is the clock the service uses; tests may move it.
 	Now atomic.Pointer[time.Time]
 	cfg registration.Config
@@ -84,10 +93,28 @@ func (s sets) Set(scope string) *enrollment.Set {
 	return nil
 }
 
+// Options add to the fixture.
+type Options struct {
+	Individuals []*enrollment.Individual
+	Groups      []*enrollment.Group
+	// CAs resolves caReferences of X.509 groups.
+	CAs x509chain.CAs
+	// Issuer certifies CSRs.
+	Issuer registration.CertIssuer
+}
+
 // New builds the fixture; extra groups are added to the catalog.
 func New(tb testing.TB, extraGroups ...*enrollment.Group) *Fixture {
 	tb.Helper()
-	st, err := bolt.Open(filepath.Join(tb.TempDir(), "edgeprov.db"), bolt.Options{})
+	return NewWith(tb, Options{Groups: extraGroups})
+}
+
+// NewWith builds the fixture with more enrollments, CAs and an issuer.
+func NewWith(tb testing.TB, opts Options) *Fixture {
+	tb.Helper()
+	extraGroups := opts.Groups
+	storePath := filepath.Join(tb.TempDir(), "edgeprov.db")
+	st, err := bolt.Open(storePath, bolt.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -106,6 +133,7 @@ func New(tb testing.TB, extraGroups ...*enrollment.Group) *Fixture {
 		{RegistrationID: "dev-nohub", Common: enrollment.Common{IoTHubs: []string{"unlinked.test"},
 			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(OtherKey)}}}},
 	}
+	individuals = append(individuals, opts.Individuals...)
 	groups := append([]*enrollment.Group{
 		{EnrollmentGroupID: "grp", RegistrationIDPrefixes: []string{"grp-"}, Common: enrollment.Common{
 			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(GroupKey)}}}},
@@ -124,17 +152,24 @@ func New(tb testing.TB, extraGroups ...*enrollment.Group) *Fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f := &Fixture{Store: st, Hubs: &Hubs{}, Set: set}
+	dataKey := make([]byte, secrets.KeySize)
+	_, _ = rand.Read(dataKey)
+	box, err := secrets.New(dataKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &Fixture{Store: st, Hubs: &Hubs{}, Set: set, Sealer: box, StorePath: storePath, Local: map[string]*local.Driver{
+		HubA: local.New(HubA, st, box), HubB: local.New(HubB, st, box)}}
 	now := time.Now()
 	f.Now.Store(&now)
 	f.Hubs.Set([]*hub.Linked{
-		{Name: "a", HostName: HubA, Weight: 1, ApplyAllocationPolicy: true, Driver: local.New(HubA, st)},
-		{Name: "b", HostName: HubB, Weight: 1, ApplyAllocationPolicy: true, Driver: local.New(HubB, st)},
+		{Name: "a", HostName: HubA, Weight: 1, ApplyAllocationPolicy: true, Driver: f.Local[HubA]},
+		{Name: "b", HostName: HubB, Weight: 1, ApplyAllocationPolicy: true, Driver: f.Local[HubB]},
 	})
 	clock := func() time.Time { return *f.Now.Load() }
 	f.cfg = registration.Config{
-		Store: st, Enrollments: sets{set}, Hubs: f.Hubs,
-		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, Now: clock},
+		Store: st, Enrollments: sets{set}, Hubs: f.Hubs, Issuer: opts.Issuer,
+		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, X509: &x509chain.Verifier{CAs: opts.CAs}, Now: clock},
 		Policies: map[string]allocation.Policy{"hashed": allocation.Hashed{}, "static": allocation.Static{}},
 		Scopes:   []string{Scope}, Now: clock,
 	}

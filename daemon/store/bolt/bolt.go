@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -24,6 +25,7 @@ var (
 	bucketOps        = []byte("operations")
 	bucketRecords    = []byte("records")
 	bucketIdentities = []byte("identities")
+	bucketCAs        = []byte("caCertificates")
 	keySchema        = []byte("schemaVersion")
 	keyInstance      = []byte("instance")
 )
@@ -58,7 +60,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	db.MaxBatchDelay = opts.BatchDelay
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities} {
+		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities, bucketCAs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -74,6 +76,10 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if n > store.SchemaVersion {
 			return fmt.Errorf("store schema version %d is newer than this edgeprovd supports (%d): upgrade edgeprovd", n, store.SchemaVersion)
+		}
+		if n < store.SchemaVersion {
+			// Every migration so far only adds buckets, created above.
+			return meta.Put(keySchema, []byte(strconv.Itoa(store.SchemaVersion)))
 		}
 		return nil
 	})
@@ -238,6 +244,41 @@ func (t *txn) Identities(hub, after string, limit int) ([]*store.Identity, error
 			return err
 		}
 		out = append(out, &id)
+		return nil
+	})
+	return out, err
+}
+
+func caKey(scope, name string) []byte { return key(scope, strings.ToLower(name)) }
+
+func (t *txn) CACertificate(scope, name string) (*store.CACertificate, error) {
+	var c store.CACertificate
+	if err := getJSON(t.tx.Bucket(bucketCAs), caKey(scope, name), &c); err != nil {
+		return nil, fmt.Errorf("CA certificate %s: %w", name, err)
+	}
+	return &c, nil
+}
+
+func (t *txn) PutCACertificate(c *store.CACertificate) error {
+	return putJSON(t.tx.Bucket(bucketCAs), caKey(c.Scope, c.Name), c)
+}
+
+func (t *txn) DeleteCACertificate(scope, name string) error {
+	b := t.tx.Bucket(bucketCAs)
+	if b.Get(caKey(scope, name)) == nil {
+		return fmt.Errorf("CA certificate %s: %w", name, store.ErrNotFound)
+	}
+	return b.Delete(caKey(scope, name))
+}
+
+func (t *txn) CACertificates(scope string) ([]*store.CACertificate, error) {
+	var out []*store.CACertificate
+	err := scan(t.tx.Bucket(bucketCAs), scope, "", 0, func(v []byte) error {
+		var c store.CACertificate
+		if err := json.Unmarshal(v, &c); err != nil {
+			return err
+		}
+		out = append(out, &c)
 		return nil
 	})
 	return out, err

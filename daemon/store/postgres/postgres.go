@@ -311,6 +311,48 @@ func (t *txn) Identities(hub, after string, limit int) ([]*store.Identity, error
 	return out, err
 }
 
+func (t *txn) CACertificate(scope, name string) (*store.CACertificate, error) {
+	var c store.CACertificate
+	if err := t.get("CA certificate "+name, "SELECT body FROM ca_certificates WHERE scope=$1 AND name_key=$2", &c, scope, strings.ToLower(name)); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (t *txn) PutCACertificate(c *store.CACertificate) error {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.Exec(t.ctx, `INSERT INTO ca_certificates (scope, name_key, body) VALUES ($1, $2, $3)
+		ON CONFLICT (scope, name_key) DO UPDATE SET body = EXCLUDED.body`, c.Scope, strings.ToLower(c.Name), body)
+	return wrap("put CA certificate", err)
+}
+
+func (t *txn) DeleteCACertificate(scope, name string) error {
+	tag, err := t.tx.Exec(t.ctx, "DELETE FROM ca_certificates WHERE scope=$1 AND name_key=$2", scope, strings.ToLower(name))
+	if err != nil {
+		return wrap("delete CA certificate", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("CA certificate %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (t *txn) CACertificates(scope string) ([]*store.CACertificate, error) {
+	var out []*store.CACertificate
+	err := t.list("SELECT body FROM ca_certificates WHERE scope=$1 AND name_key > $2 ORDER BY name_key COLLATE \"C\"", scope, "", 0, func(b []byte) error {
+		var c store.CACertificate
+		if err := json.Unmarshal(b, &c); err != nil {
+			return err
+		}
+		out = append(out, &c)
+		return nil
+	})
+	return out, err
+}
+
 func (t *txn) list(q, key, after string, limit int, fn func([]byte) error) error {
 	args := []any{key, after}
 	if limit > 0 {

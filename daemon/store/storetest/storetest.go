@@ -24,6 +24,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"records", testRecords},
 		{"records/scoped", testRecordsScoped},
 		{"identities", testIdentities},
+		{"ca-certificates", testCACertificates},
 		{"update/rollback", testRollback},
 		{"update/concurrent", testConcurrent},
 		{"prune", testPrune},
@@ -152,7 +153,14 @@ func testIdentities(t *testing.T, s store.Store) {
 		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutIdentity(id) })
 	}
 	mustUpdate(t, s, func(tx store.Tx) error {
-		return tx.PutIdentity(&store.Identity{Hub: "hub-b", DeviceID: "a", AuthType: "sas", Status: "enabled"})
+		return tx.PutIdentity(&store.Identity{Hub: "hub-b", DeviceID: "a", AuthType: "sas", Status: "enabled", SealedKey: []byte{0, 1, 0xff}})
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		id, err := tx.Identity("hub-b", "a")
+		if err != nil || string(id.SealedKey) != "\x00\x01\xff" {
+			return fmt.Errorf("sealed key round trip: %+v, %v", id, err)
+		}
+		return nil
 	})
 	mustView(t, s, func(tx store.Tx) error {
 		all, err := tx.Identities("hub-a", "", 0)
@@ -173,6 +181,51 @@ func testIdentities(t *testing.T, s store.Store) {
 	mustView(t, s, func(tx store.Tx) error {
 		if _, err := tx.Identity("hub-b", "a"); err != nil {
 			return fmt.Errorf("other hub's identity gone: %v", err)
+		}
+		return nil
+	})
+}
+
+func testCACertificates(t *testing.T, s store.Store) {
+	now := time.Now().UTC().Truncate(time.Second)
+	const scope = "0ne00ABCDEF"
+	for _, n := range []string{"Zeta-CA", "alpha.ca"} {
+		c := &store.CACertificate{Scope: scope, Name: n, Certificate: []byte{0x30, 1, 2}, ETag: "1", CreatedAt: now, UpdatedAt: now}
+		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutCACertificate(c) })
+	}
+	mustUpdate(t, s, func(tx store.Tx) error {
+		return tx.PutCACertificate(&store.CACertificate{Scope: "0ne00000001", Name: "other-scope", Certificate: []byte{1}})
+	})
+	mustUpdate(t, s, func(tx store.Tx) error {
+		c, err := tx.CACertificate(scope, "ZETA-ca")
+		if err != nil {
+			return fmt.Errorf("lookup with other case: %v", err)
+		}
+		if c.Name != "Zeta-CA" || string(c.Certificate) != "\x30\x01\x02" || !c.CreatedAt.Equal(now) {
+			return fmt.Errorf("CACertificate = %+v", c)
+		}
+		c.Verified, c.VerificationCode, c.VerificationCodeExpiry = true, "ABC", now.Add(time.Hour)
+		return tx.PutCACertificate(c)
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		all, err := tx.CACertificates(scope)
+		if err != nil || len(all) != 2 || all[0].Name != "alpha.ca" || all[1].Name != "Zeta-CA" {
+			return fmt.Errorf("CACertificates = %v, %v", all, err)
+		}
+		if !all[1].Verified || all[1].VerificationCode != "ABC" || !all[1].VerificationCodeExpiry.Equal(now.Add(time.Hour)) {
+			return fmt.Errorf("update lost: %+v", all[1])
+		}
+		if _, err := tx.CACertificate(scope, "other-scope"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("another scope's CA visible: %v", err)
+		}
+		return nil
+	})
+	mustUpdate(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteCACertificate(scope, "alpha.CA"); err != nil {
+			return err
+		}
+		if err := tx.DeleteCACertificate(scope, "alpha.ca"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("second delete: %v", err)
 		}
 		return nil
 	})
