@@ -4,9 +4,12 @@ package cli
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,7 +49,13 @@ var Version = "dev"
 const usage = `edgeprov-agent — provisions this device against edgeprov (or Azure DPS)
 
 Usage:
-  edgeprov-agent provision --config agent.yaml [--force]
+  edgeprov-agent provision  --config agent.yaml [--force]
+  edgeprov-agent keygen     --config agent.yaml [--for csr|x509] [--kind ecdsa-p256|rsa-2048] [--out FILE]
+  edgeprov-agent keygen     --key-uri URI | --key-file FILE  --cn NAME [--kind K] [--out FILE]
+                            create the key (in the PKCS#11 token, or a file) if missing and
+                            write a CSR for it (PEM; stdout by default)
+  edgeprov-agent import-key --config agent.yaml --key-file FILE
+                            move the device's symmetric key into the token attestation.symmetricKey.keyURI names
   edgeprov-agent version
 
 Exit codes: 0 provisioned, 2 usage, 3 config, 4 refused by the service, 5 service unreachable, 1 other.
@@ -61,6 +70,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "provision":
 		return cmdProvision(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return cmdKeygen(ctx, args[1:], stdout, stderr)
+	case "import-key":
+		return cmdImportKey(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "edgeprov-agent", Version)
 		return nil
@@ -91,20 +104,42 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if !*force {
 		prev, err := state.Load(stateFile)
 		switch {
-		case err == nil && prev.Status == "assigned" && prev.RegistrationID == cfg.RegistrationID && prev.IDScope == cfg.IDScope:
+		case err == nil && prev.Status == "assigned" && prev.RegistrationID == cfg.RegistrationID && prev.IDScope == cfg.IDScope && haveChain(cfg):
 			return printResult(stdout, prev, true)
 		case err != nil && !errors.Is(err, state.ErrNone):
 			fmt.Fprintf(stderr, "edgeprov-agent: ignoring unreadable result file: %v\n", err)
 		}
 	}
 
-	signer, err := buildSigner(cfg)
+	var cl closers
+	defer cl.Close()
+	signer, err := buildSigner(ctx, cfg, &cl)
 	if err != nil {
 		return &ExitError{ExitConfig, err}
 	}
-	httpc, err := buildHTTP(cfg)
+	clientCert, err := buildClientCert(ctx, cfg, &cl)
 	if err != nil {
 		return &ExitError{ExitConfig, err}
+	}
+	httpc, err := buildHTTP(cfg, clientCert)
+	if err != nil {
+		return &ExitError{ExitConfig, err}
+	}
+	var csrKey crypto.Signer
+	var csrDER []byte
+	if r := cfg.CSR; r != nil {
+		k, c, created, err := credential.CreateSigner(ctx, cfg.Path(r.KeyFile), r.KeyURI, r.KeyType)
+		if err != nil {
+			return &ExitError{ExitConfig, fmt.Errorf("csr key: %w", err)}
+		}
+		cl = append(cl, c)
+		if created {
+			fmt.Fprintln(stderr, "edgeprov-agent: created the operational key for the CSR")
+		}
+		if csrDER, err = credential.CSR(k, cfg.RegistrationID); err != nil {
+			return &ExitError{ExitFail, err}
+		}
+		csrKey = k
 	}
 	host, _ := cfg.HostPort()
 	var payload json.RawMessage
@@ -113,7 +148,7 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.TimeoutDuration())
 	defer cancel()
-	c := &provision.Client{Host: host, IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, HTTP: httpc, Signer: signer}
+	c := &provision.Client{Host: host, IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, HTTP: httpc, Signer: signer, CSR: csrDER}
 	op, err := c.Register(ctx, payload)
 	if err != nil {
 		var refused *provision.RefusedError
@@ -126,6 +161,13 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	res := &state.Result{ProvisioningHost: cfg.ProvisioningHost, IDScope: cfg.IDScope, RegistrationID: rs.RegistrationID,
 		DeviceID: rs.DeviceID, AssignedHub: rs.AssignedHub, Status: op.Status, Substatus: rs.Substatus, Payload: rs.Payload,
 		OperationID: op.OperationID, ProvisionedAt: time.Now().UTC()}
+	if csrKey != nil {
+		chainFile := cfg.Path(cfg.CSR.ChainFile)
+		if err := saveChain(chainFile, rs.IssuedCertificateChain, csrKey); err != nil {
+			return &ExitError{ExitFail, err}
+		}
+		res.IssuedCertificateFile = chainFile
+	}
 	if err := state.Save(stateFile, res); err != nil {
 		return &ExitError{ExitFail, fmt.Errorf("write result: %w", err)}
 	}
@@ -142,16 +184,93 @@ func printResult(w io.Writer, r *state.Result, cached bool) error {
 	return nil
 }
 
-func buildSigner(cfg *config.Config) (credential.SASSigner, error) {
+// closers are the PKCS#11 modules a command opened.
+type closers []io.Closer
+
+func (c closers) Close() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i].Close()
+	}
+}
+
+// buildSigner returns the SAS signer of symmetric-key attestation (nil for
+// X.509).
+func buildSigner(ctx context.Context, cfg *config.Config, cl *closers) (credential.SASSigner, error) {
 	sk := cfg.Attestation.SymmetricKey
-	if sk.GroupKeyFile != "" {
+	switch {
+	case sk == nil:
+		return nil, nil
+	case sk.KeyURI != "":
+		k, c, err := credential.OpenHSMKey(ctx, sk.KeyURI)
+		if err != nil {
+			return nil, err
+		}
+		*cl = append(*cl, c)
+		return k, nil
+	case sk.GroupKeyFile != "":
 		return credential.FromGroupKeyFile(cfg.Path(sk.GroupKeyFile), cfg.RegistrationID)
 	}
 	return credential.FromKeyFile(cfg.Path(sk.KeyFile))
 }
 
-func buildHTTP(cfg *config.Config) (*http.Client, error) {
+// buildClientCert returns the TLS client certificate of X.509 attestation.
+func buildClientCert(ctx context.Context, cfg *config.Config, cl *closers) (*tls.Certificate, error) {
+	x := cfg.Attestation.X509
+	if x == nil {
+		return nil, nil
+	}
+	key, c, err := credential.OpenSigner(ctx, cfg.Path(x.KeyFile), x.KeyURI)
+	if err != nil {
+		return nil, err
+	}
+	*cl = append(*cl, c)
+	tc, err := credential.TLSCertificate(cfg.Path(x.CertFile), key)
+	if err != nil {
+		return nil, err
+	}
+	return &tc, nil
+}
+
+// haveChain reports whether the issued chain a CSR asks for is on disk (or no
+// CSR is configured).
+func haveChain(cfg *config.Config) bool {
+	if cfg.CSR == nil {
+		return true
+	}
+	_, err := os.Stat(cfg.Path(cfg.CSR.ChainFile))
+	return err == nil
+}
+
+// saveChain checks the issued chain against the key and writes it as PEM.
+func saveChain(path string, b64 []string, key crypto.Signer) error {
+	var chain []*x509.Certificate
+	var out []byte
+	for i, s := range b64 {
+		der, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return fmt.Errorf("issuedCertificateChain[%d] is not base64: %w", i, err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("issuedCertificateChain[%d]: %w", i, err)
+		}
+		chain = append(chain, c)
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	if err := credential.CheckIssuedChain(chain, key); err != nil {
+		return err
+	}
+	if err := state.WriteFile(path, out, 0o644); err != nil {
+		return fmt.Errorf("write issued certificate chain: %w", err)
+	}
+	return nil
+}
+
+func buildHTTP(cfg *config.Config, clientCert *tls.Certificate) (*http.Client, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if clientCert != nil {
+		tc.Certificates = []tls.Certificate{*clientCert}
+	}
 	if cfg.TrustBundle != "" {
 		pem, err := os.ReadFile(cfg.Path(cfg.TrustBundle))
 		if err != nil {
@@ -165,4 +284,104 @@ func buildHTTP(cfg *config.Config) (*http.Client, error) {
 	}
 	tr := &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 15 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+}
+
+func cmdKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("edgeprov-agent keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "agent config file")
+	target := fs.String("for", "", "with --config: the key of csr (default when the config has csr) or x509 (attestation.x509)")
+	kind := fs.String("kind", "", "key to create: ecdsa-p256 (default) or rsa-2048")
+	keyURI := fs.String("key-uri", "", "without --config: pkcs11: URI of the key")
+	keyFile := fs.String("key-file", "", "without --config: PEM key file")
+	cn := fs.String("cn", "", "without --config: the CSR's subject CN (the registration ID)")
+	out := fs.String("out", "", "write the CSR (PEM) here instead of stdout")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &ExitError{ExitUsage, err}
+	}
+	if (*cfgPath == "") == (*keyURI == "" && *keyFile == "") || (*keyURI != "" && *keyFile != "") {
+		return &ExitError{ExitUsage, errors.New("keygen: give --config, or one of --key-uri and --key-file with --cn")}
+	}
+	if *cfgPath != "" {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return &ExitError{ExitConfig, err}
+		}
+		*cn = cfg.RegistrationID
+		t := *target
+		if t == "" {
+			t = "x509"
+			if cfg.CSR != nil {
+				t = "csr"
+			}
+		}
+		switch {
+		case t == "csr" && cfg.CSR != nil:
+			*keyURI, *keyFile = cfg.CSR.KeyURI, cfg.Path(cfg.CSR.KeyFile)
+			if *kind == "" {
+				*kind = cfg.CSR.KeyType
+			}
+		case t == "x509" && cfg.Attestation.X509 != nil:
+			*keyURI, *keyFile = cfg.Attestation.X509.KeyURI, cfg.Path(cfg.Attestation.X509.KeyFile)
+		default:
+			return &ExitError{ExitConfig, fmt.Errorf("keygen --for %s: the config has no %s key", t, t)}
+		}
+	} else if *cn == "" {
+		return &ExitError{ExitUsage, errors.New("keygen: --cn is required with --key-uri or --key-file")}
+	}
+	key, c, created, err := credential.CreateSigner(ctx, *keyFile, *keyURI, *kind)
+	if err != nil {
+		return &ExitError{ExitConfig, err}
+	}
+	defer c.Close()
+	der, err := credential.CSR(key, *cn)
+	if err != nil {
+		return &ExitError{ExitFail, err}
+	}
+	pemCSR := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	if *out != "" {
+		if err := state.WriteFile(*out, pemCSR, 0o644); err != nil {
+			return &ExitError{ExitFail, err}
+		}
+	} else {
+		stdout.Write(pemCSR)
+	}
+	what := "existing"
+	if created {
+		what = "new"
+	}
+	fmt.Fprintf(stderr, "edgeprov-agent: CSR for CN=%s with the %s key\n", *cn, what)
+	return nil
+}
+
+func cmdImportKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("edgeprov-agent import-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/edgeprov/agent.yaml", "agent config file")
+	keyFile := fs.String("key-file", "", "the device's base64 symmetric key")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &ExitError{ExitUsage, err}
+	}
+	if *keyFile == "" {
+		return &ExitError{ExitUsage, errors.New("import-key: --key-file is required")}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return &ExitError{ExitConfig, err}
+	}
+	sk := cfg.Attestation.SymmetricKey
+	if sk == nil || sk.KeyURI == "" {
+		return &ExitError{ExitConfig, errors.New("import-key: the config has no attestation.symmetricKey.keyURI")}
+	}
+	if err := credential.ImportSymmetricKey(ctx, *keyFile, sk.KeyURI); err != nil {
+		return &ExitError{ExitFail, err}
+	}
+	fmt.Fprintf(stdout, "imported the symmetric key into the token; %s may now be deleted\n", *keyFile)
+	return nil
 }

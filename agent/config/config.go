@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/hsm"
 )
 
 // Version is the config format this build reads.
@@ -35,6 +36,9 @@ type Config struct {
 	Attestation Attestation `yaml:"attestation"`
 	// Payload is sent with the registration (custom allocation data).
 	Payload any `yaml:"payload,omitempty"`
+	// CSR, when set, makes the agent send a certificate signing request for
+	// an operational key and keep the certificate the service issues.
+	CSR *CSR `yaml:"csr,omitempty"`
 	// StateFile receives the result, atomically.
 	StateFile string `yaml:"stateFile"`
 	// Timeout bounds the whole provisioning, polls included.
@@ -48,13 +52,40 @@ type Config struct {
 type Attestation struct {
 	Type         string        `yaml:"type"`
 	SymmetricKey *SymmetricKey `yaml:"symmetricKey,omitempty"`
+	X509         *X509         `yaml:"x509,omitempty"`
 }
 
-// SymmetricKey names the key: the device's own (KeyFile), or a group key the
-// device key is derived from (GroupKeyFile, for factory stations).
+// SymmetricKey names the key: the device's own (KeyFile), a group key the
+// device key is derived from (GroupKeyFile, for factory stations), or the
+// device's own key held in a PKCS#11 token as a generic secret (KeyURI), which
+// signs the SAS tokens itself.
 type SymmetricKey struct {
 	KeyFile      string `yaml:"keyFile,omitempty"`
 	GroupKeyFile string `yaml:"groupKeyFile,omitempty"`
+	KeyURI       string `yaml:"keyURI,omitempty"`
+}
+
+// X509 is the device's certificate (PEM: the leaf, then the intermediates to
+// send) and its private key, in a PEM file or in a PKCS#11 token (RFC 7512
+// URI).
+type X509 struct {
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile,omitempty"`
+	KeyURI   string `yaml:"keyURI,omitempty"`
+}
+
+// CSR is the operational key the service is asked to certify at
+// registration (api-version 2025-07-01-preview) and where the issued chain is
+// kept.
+type CSR struct {
+	// KeyFile or KeyURI is the key; `edgeprov-agent keygen` creates it.
+	KeyFile string `yaml:"keyFile,omitempty"`
+	KeyURI  string `yaml:"keyURI,omitempty"`
+	// KeyType is what keygen creates: ecdsa-p256 (default) or rsa-2048.
+	KeyType string `yaml:"keyType,omitempty"`
+	// ChainFile receives the issued certificate and its CA chain (PEM, the
+	// device's certificate first), atomically.
+	ChainFile string `yaml:"chainFile"`
 }
 
 // Load reads and validates path.
@@ -98,16 +129,64 @@ func (c *Config) validate() error {
 	default:
 		bad("transport: %q is not supported (https)", c.Transport)
 	}
-	switch c.Attestation.Type {
+	a := c.Attestation
+	switch a.Type {
 	case "symmetricKey":
-		sk := c.Attestation.SymmetricKey
-		if sk == nil || (sk.KeyFile == "") == (sk.GroupKeyFile == "") {
-			bad("attestation.symmetricKey: give exactly one of keyFile or groupKeyFile")
+		sk := a.SymmetricKey
+		if sk == nil || countSet(sk.KeyFile, sk.GroupKeyFile, sk.KeyURI) != 1 {
+			bad("attestation.symmetricKey: give exactly one of keyFile, groupKeyFile or keyURI")
+		} else if sk.KeyURI != "" {
+			if err := checkKeyURI(sk.KeyURI); err != nil {
+				bad("attestation.symmetricKey.keyURI: %v", err)
+			}
+		}
+		if a.X509 != nil {
+			bad("attestation.x509: not used with type symmetricKey")
+		}
+	case "x509":
+		if err := dpsapi.ValidateX509RegistrationID(c.RegistrationID); err != nil && c.RegistrationID != "" {
+			bad("registrationId: with x509 attestation it is the certificate's CN: %v", err)
+		}
+		x := a.X509
+		switch {
+		case x == nil:
+			bad("attestation.x509: required for type x509 (certFile and keyFile or keyURI)")
+		default:
+			if x.CertFile == "" {
+				bad("attestation.x509.certFile: required")
+			}
+			if countSet(x.KeyFile, x.KeyURI) != 1 {
+				bad("attestation.x509: give exactly one of keyFile or keyURI")
+			} else if x.KeyURI != "" {
+				if err := checkKeyURI(x.KeyURI); err != nil {
+					bad("attestation.x509.keyURI: %v", err)
+				}
+			}
+		}
+		if a.SymmetricKey != nil {
+			bad("attestation.symmetricKey: not used with type x509")
 		}
 	case "":
-		bad("attestation.type: required (symmetricKey)")
+		bad("attestation.type: required (symmetricKey or x509)")
 	default:
-		bad("attestation.type: %q is not supported (symmetricKey)", c.Attestation.Type)
+		bad("attestation.type: %q is not supported (symmetricKey or x509)", a.Type)
+	}
+	if r := c.CSR; r != nil {
+		if countSet(r.KeyFile, r.KeyURI) != 1 {
+			bad("csr: give exactly one of keyFile or keyURI")
+		} else if r.KeyURI != "" {
+			if err := checkKeyURI(r.KeyURI); err != nil {
+				bad("csr.keyURI: %v", err)
+			}
+		}
+		switch r.KeyType {
+		case "", "ecdsa-p256", "rsa-2048":
+		default:
+			bad("csr.keyType: %q is not supported (ecdsa-p256 or rsa-2048)", r.KeyType)
+		}
+		if r.ChainFile == "" {
+			bad("csr.chainFile: required (where the issued certificate chain is written)")
+		}
 	}
 	if c.StateFile == "" {
 		bad("stateFile: required")
@@ -126,6 +205,26 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func countSet(s ...string) int {
+	n := 0
+	for _, v := range s {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// checkKeyURI requires a pkcs11: URI naming a key.
+func checkKeyURI(s string) error {
+	u, err := hsm.ParseURI(s)
+	if err != nil {
+		return err
+	}
+	_, err = u.KeyRef()
+	return err
 }
 
 // HostPort returns the endpoint address with the default port filled in.

@@ -22,6 +22,9 @@ func TestLoad(t *testing.T) {
 	tests := []string{
 		"ok/group-key",
 		"ok/own-key-defaults",
+		"ok/x509-hsm-csr",
+		"ok/x509-file",
+		"ok/symkey-hsm",
 
 		"fail/empty",
 		"fail/missing-fields",
@@ -35,6 +38,10 @@ func TestLoad(t *testing.T) {
 		"fail/unknown-field-top",
 		"fail/wrong-version",
 		"fail/bad-values",
+		"fail/x509-keys",
+		"fail/x509-missing",
+		"fail/bad-uris",
+		"fail/csr-incomplete",
 	}
 	checkNoOrphans(t, tests)
 	for _, name := range tests {
@@ -113,18 +120,28 @@ func dump(t *testing.T, c *config.Config) []byte {
 	if err != nil {
 		t.Fatalf("HostPort of a valid config: %v", err)
 	}
-	sk := c.Attestation.SymmetricKey
-	out := struct {
-		Config  *config.Config
-		Derived map[string]string
-	}{c, map[string]string{
+	derived := map[string]string{
 		"HostPort":        hp,
 		"TimeoutDuration": c.TimeoutDuration().String(),
 		"TrustBundle":     filepath.ToSlash(c.Path(c.TrustBundle)),
-		"KeyFile":         filepath.ToSlash(c.Path(sk.KeyFile)),
-		"GroupKeyFile":    filepath.ToSlash(c.Path(sk.GroupKeyFile)),
 		"StateFile":       filepath.ToSlash(c.Path(c.StateFile)),
-	}}
+	}
+	if sk := c.Attestation.SymmetricKey; sk != nil {
+		derived["KeyFile"] = filepath.ToSlash(c.Path(sk.KeyFile))
+		derived["GroupKeyFile"] = filepath.ToSlash(c.Path(sk.GroupKeyFile))
+	}
+	if x := c.Attestation.X509; x != nil {
+		derived["X509CertFile"] = filepath.ToSlash(c.Path(x.CertFile))
+		derived["X509KeyFile"] = filepath.ToSlash(c.Path(x.KeyFile))
+	}
+	if r := c.CSR; r != nil {
+		derived["CSRKeyFile"] = filepath.ToSlash(c.Path(r.KeyFile))
+		derived["CSRChainFile"] = filepath.ToSlash(c.Path(r.ChainFile))
+	}
+	out := struct {
+		Config  *config.Config
+		Derived map[string]string
+	}{c, derived}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ package provision
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +20,9 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 )
 
-// APIVersion is the device API version the agent speaks.
+// APIVersion is the device API version the agent speaks; with a CSR it asks
+// for dpsapi.APIVersionIssuance, the version that carries certificate
+// issuance.
 const APIVersion = "2021-06-01"
 
 // tokenLifetime matches the Node and Python SDKs.
@@ -46,9 +49,15 @@ type Client struct {
 	Host           string
 	IDScope        string
 	RegistrationID string
-	HTTP           *http.Client
-	Signer         credential.SASSigner
-	Now            func() time.Time
+	// HTTP carries the device's TLS client certificate for X.509
+	// attestation.
+	HTTP *http.Client
+	// Signer signs SAS tokens (symmetric key); nil for X.509.
+	Signer credential.SASSigner
+	// CSR, if set, is a DER PKCS#10 request sent with the registration; the
+	// issued chain comes back in registrationState.issuedCertificateChain.
+	CSR []byte
+	Now func() time.Time
 	// MaxPolls bounds the poll loop (besides the context).
 	MaxPolls int
 }
@@ -56,7 +65,11 @@ type Client struct {
 // Register registers and polls until the operation ends; it returns the final
 // operation status (assigned), or a *RefusedError, or a transport error.
 func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi.RegistrationOperationStatus, error) {
-	body, err := json.Marshal(dpsapi.DeviceRegistration{RegistrationID: c.RegistrationID, Payload: payload})
+	reg := dpsapi.DeviceRegistration{RegistrationID: c.RegistrationID, Payload: payload}
+	if c.CSR != nil {
+		reg.CSR = base64.StdEncoding.EncodeToString(c.CSR)
+	}
+	body, err := json.Marshal(reg)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +118,11 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte) (*dpsapi.RegistrationOperationStatus, time.Duration, error) {
-	u := "https://" + c.Host + path + "?api-version=" + APIVersion
+	v := APIVersion
+	if c.CSR != nil {
+		v = dpsapi.APIVersionIssuance
+	}
+	u := "https://" + c.Host + path + "?api-version=" + v
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, 0, err

@@ -23,6 +23,9 @@ type Result struct {
 	Payload          json.RawMessage `json:"payload,omitempty"`
 	OperationID      string          `json:"operationId"`
 	ProvisionedAt    time.Time       `json:"provisionedAt"`
+	// IssuedCertificateFile is where the certificate chain the service
+	// issued (from the agent's CSR) was written.
+	IssuedCertificateFile string `json:"issuedCertificateFile,omitempty"`
 }
 
 // ErrNone is returned by Load when there is no result yet.
@@ -50,6 +53,12 @@ func Save(path string, r *Result) error {
 	if err != nil {
 		return err
 	}
+	return WriteFile(path, append(data, '\n'), 0o600)
+}
+
+// WriteFile writes data to path atomically (temporary file, fsync, rename)
+// with mode perm.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -59,7 +68,11 @@ func Save(path string, r *Result) error {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if _, err := f.Write(append(data, '\n')); err != nil {
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
 	}
