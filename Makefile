@@ -36,7 +36,7 @@ lint:
 
 # Hot-path benchmarks (numbers in README's performance section).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./daemon/... ./tpm/... ./hsm/...
+	$(GO) test -run '^$$' -bench . -benchmem ./daemon/... ./tpm/... ./hsm/... ./agent/...
 
 # A short fuzzing pass over every parser of untrusted bytes; new corpus entries
 # land in the packages' testdata/fuzz.
@@ -44,6 +44,9 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./daemon/dpsapi/sas/
 	$(GO) test -run '^$$' -fuzz '^FuzzRegisterBody$$' -fuzztime $(FUZZTIME) ./daemon/endpoint/https/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./daemon/attestation/x509chain/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $(FUZZTIME) ./daemon/issuance/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCertificate$$' -fuzztime $(FUZZTIME) ./daemon/enrollment/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,

@@ -4,6 +4,7 @@ package configs_test
 
 import (
 	"bytes"
+	"crypto/x509"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -39,6 +40,8 @@ func TestEveryFileIsChecked(t *testing.T) {
 		case strings.HasSuffix(path, "_test.go"):
 		case strings.HasPrefix(path, "keys/") && strings.HasSuffix(path, ".key"):
 			// TestKeyFiles.
+		case strings.HasPrefix(path, "certs/") && strings.HasSuffix(path, ".pem"):
+			// TestCertFiles.
 		case slices.Contains(checked, path):
 		default:
 			t.Errorf("configs/%s is not loaded by any test in configs_test.go", path)
@@ -236,4 +239,54 @@ func readKey(path string) ([]byte, error) {
 		return nil, &fs.PathError{Op: "read key", Path: path, Err: fs.ErrInvalid}
 	}
 	return keys[0], nil
+}
+
+// TestCertFiles checks that every certificate in certs/ is a CA the example
+// catalog uses: a group's signing certificate or a declared CA.
+func TestCertFiles(t *testing.T) {
+	f, err := catalog.Load(catalogExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []*x509.Certificate
+	for _, ca := range f.CertificateAuthorities {
+		used = append(used, ca.Cert)
+	}
+	for _, g := range f.Groups {
+		if x := g.Attestation.X509; x != nil {
+			for _, c := range x.SigningCertificates.Certs() {
+				used = append(used, c.Cert())
+			}
+		}
+	}
+	files, err := filepath.Glob("certs/*.pem")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no certs/*.pem: %v", err)
+	}
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := enrollment.ParseCertificate(string(data))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !enrollment.IsCA(cert) {
+			t.Errorf("%s is not a CA certificate", name)
+		}
+		if !slices.ContainsFunc(used, cert.Equal) {
+			t.Errorf("%s is not used by %s", name, catalogExample)
+		}
+	}
+	// The caReferences of the example name CAs it declares.
+	for _, g := range f.Groups {
+		if x := g.Attestation.X509; x != nil {
+			for _, n := range x.CAReferences.Names() {
+				if !slices.ContainsFunc(f.CertificateAuthorities, func(ca *catalog.CertificateAuthority) bool { return strings.EqualFold(ca.Name, n) }) {
+					t.Errorf("group %s names CA %q, which the example does not declare", g.EnrollmentGroupID, n)
+				}
+			}
+		}
+	}
 }

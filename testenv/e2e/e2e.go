@@ -107,6 +107,7 @@ type Daemon struct {
 	// MetricsAddr is host:port of the metrics listener.
 	MetricsAddr string
 	CACert      string
+	env         []string
 	cmd         *exec.Cmd
 	log         *syncBuffer
 	done        chan error
@@ -121,6 +122,11 @@ type Options struct {
 	Hubs string
 	// Store is the store block's YAML (indented two spaces); default: bolt.
 	Store string
+	// Extra is appended to the config (top-level YAML: issuingCA, secrets).
+	Extra string
+	// Env is added to the environment of every edgeprovd run (e.g. a
+	// softhsm.Env's EnvVar()).
+	Env []string
 }
 
 // DefaultHubs are two local hubs.
@@ -133,7 +139,7 @@ const DefaultHubs = `
 func NewDaemon(t testing.TB, opts Options) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{Dir: dir, Config: filepath.Join(dir, "edgeprovd.yaml"), StateDir: filepath.Join(dir, "state")}
+	d := &Daemon{Dir: dir, Config: filepath.Join(dir, "edgeprovd.yaml"), StateDir: filepath.Join(dir, "state"), env: opts.Env}
 	for name, content := range opts.CatalogFiles {
 		write(t, filepath.Join(dir, name), content)
 	}
@@ -159,8 +165,9 @@ device:
 linkedHubs:%s
 metrics: {listen: 127.0.0.1:0}
 log: {level: debug}
-`, catalogLine, storeBlock, opts.Hubs))
-	r := Run(t, nil, "edgeprovd", "init", "--config", d.Config)
+%s
+`, catalogLine, storeBlock, opts.Hubs, opts.Extra))
+	r := Run(t, d.env, "edgeprovd", "init", "--config", d.Config)
 	if r.Code != 0 {
 		t.Fatalf("edgeprovd init: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
@@ -174,7 +181,7 @@ log: {level: debug}
 func NewReplica(t testing.TB, a *Daemon) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{Dir: dir, Config: filepath.Join(dir, "edgeprovd.yaml"), StateDir: filepath.Join(dir, "state")}
+	d := &Daemon{Dir: dir, Config: filepath.Join(dir, "edgeprovd.yaml"), StateDir: filepath.Join(dir, "state"), env: a.env}
 	entries, err := os.ReadDir(a.Dir)
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +206,10 @@ func NewReplica(t testing.TB, a *Daemon) *Daemon {
 			write(t, filepath.Join(d.StateDir, sub, f.Name()), string(data))
 		}
 	}
+	// Replicas seal store secrets with one data key: the operator copies it.
+	if key, err := os.ReadFile(filepath.Join(a.StateDir, "secrets.key")); err == nil {
+		write(t, filepath.Join(d.StateDir, "secrets.key"), string(key))
+	}
 	d.CACert = filepath.Join(d.StateDir, "tls", "ca.pem")
 	return d
 }
@@ -210,6 +221,7 @@ func (d *Daemon) Start(t testing.TB) {
 	os.Remove(ready)
 	d.log = &syncBuffer{}
 	d.cmd = exec.Command(Bin(t, "edgeprovd"), "run", "--config", d.Config, "--ready-file", ready)
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
@@ -298,6 +310,13 @@ func (d *Daemon) Kill(t testing.TB) {
 
 // Log returns what the daemon logged so far.
 func (d *Daemon) Log() string { return d.log.String() }
+
+// Run runs edgeprovd with args in the daemon's environment (e.g. the ca
+// commands, with the daemon stopped).
+func (d *Daemon) Run(t testing.TB, args ...string) Result {
+	t.Helper()
+	return Run(t, d.env, "edgeprovd", args...)
+}
 
 // Port is the device endpoint's port.
 func (d *Daemon) Port() string { return d.DeviceAddr[strings.LastIndexByte(d.DeviceAddr, ':')+1:] }

@@ -13,11 +13,26 @@ import (
 	"github.com/edgeprov/edgeprov/agent/state"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/testenv/e2e"
+	"github.com/edgeprov/edgeprov/testenv/softhsm"
+)
+
+// hsmEnv holds the SoftHSM2 tokens of the agent and daemon tests; the
+// binaries get it through hsmEnv.EnvVar().
+var hsmEnv *softhsm.Env
+
+// SoftHSM2 tokens: the device's, the daemon's issuing CA (a second token) and
+// the daemon's secrets key.
+const (
+	tokDevice  = "agent-device"
+	tokCA      = "issuing-ca"
+	tokSecrets = "daemon-secrets"
 )
 
 func TestMain(m *testing.M) {
+	hsmEnv = softhsm.Setup(m, tokDevice, tokCA, tokSecrets)
 	code := m.Run()
 	e2e.Cleanup()
+	hsmEnv.Close()
 	os.Exit(code)
 }
 
