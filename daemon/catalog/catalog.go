@@ -4,6 +4,7 @@
 package catalog
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -275,13 +276,22 @@ func NewSource(scope string, f *File) *Source {
 	return s
 }
 
-// Set implements registration.Enrollments.
+// Set returns the catalog's enrollments of scope, or nil.
 func (s *Source) Set(scope string) *enrollment.Set {
 	f := s.cur.Load()
 	if f == nil || !strings.EqualFold(scope, s.scope) {
 		return nil
 	}
 	return f.Set
+}
+
+// Lookup implements registration.Enrollments for a daemon whose only
+// enrollments are the catalog's.
+func (s *Source) Lookup(_ context.Context, scope, _ string) (enrollment.Lookup, error) {
+	if set := s.Set(scope); set != nil {
+		return set, nil
+	}
+	return nil, nil
 }
 
 // Swap installs a new catalog.

@@ -228,6 +228,11 @@ func testCACertificates(t *testing.T, s store.Store) {
 		}
 		if err := tx.DeleteCACertificate(scope, "alpha.ca"); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("second delete: %v", err)
+		}
+		return nil
+	})
+}
+
 func testEnrollments(t *testing.T, s store.Store) {
 	const scope = "0ne00ABCDEF"
 	for _, id := range []string{"dev-3", "dev-1", "dev-2"} {
