@@ -1,0 +1,277 @@
+// Package directory is the one place enrollments are found and managed. Two
+// sources feed it: the YAML catalog, authoritative and read-only here, and the
+// enrollments made through the service API, kept in the store. The
+// registration path asks it through Lookup; the service API manages the
+// API-made entries through it.
+//
+// Lookup cost does not grow with the number of API-made individual
+// enrollments: the device's own entry is one store read by key (a B+tree
+// lookup in bbolt), and only groups, which stay few, are indexed in memory;
+// that index is rebuilt whenever a group is written through this Directory.
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeprov/edgeprov/daemon/catalog"
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/store"
+)
+
+// Source says where an enrollment comes from.
+type Source string
+
+// Sources.
+const (
+	SourceCatalog Source = "catalog"
+	SourceAPI     Source = "api"
+)
+
+var (
+	// ErrNotFound: no such enrollment.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a create found the enrollment already there (PUT without If-Match).
+	ErrExists = errors.New("already exists")
+	// ErrPrecondition: If-Match names another etag.
+	ErrPrecondition = errors.New("etag does not match")
+)
+
+// ReadOnlyError refuses a change to an entry the catalog file declares.
+type ReadOnlyError struct {
+	File, Kind, ID string
+}
+
+func (e *ReadOnlyError) Error() string {
+	return fmt.Sprintf("%s %q is declared in the catalog file %s and is read-only through the service API; edit that file instead", e.Kind, e.ID, e.File)
+}
+
+// InvalidError is an enrollment that fails validation; Err joins FieldErrors.
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// Config builds a Directory.
+type Config struct {
+	Scope   string
+	Catalog *catalog.Source
+	Store   store.Store
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Directory implements registration.Enrollments over the catalog and the store.
+type Directory struct {
+	cfg      Config
+	scope    string
+	log      *slog.Logger
+	groups   atomic.Pointer[enrollment.Set] // API-made groups, indexed
+	groupsMu sync.Mutex                     // serialises index rebuilds
+	sorted   atomic.Pointer[sortedCatalog]
+}
+
+// New returns a Directory and indexes the store's groups.
+func New(ctx context.Context, cfg Config) (*Directory, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	d := &Directory{cfg: cfg, scope: dpsapi.NormalizeIDScope(cfg.Scope), log: cfg.Logger}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if err := d.reloadGroups(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Scope is the ID scope served.
+func (d *Directory) Scope() string { return d.scope }
+
+// reloadGroups rebuilds the index of the store's groups from what is committed.
+func (d *Directory) reloadGroups(ctx context.Context) error {
+	d.groupsMu.Lock()
+	defer d.groupsMu.Unlock()
+	var groups []*enrollment.Group
+	err := d.cfg.Store.View(ctx, func(tx store.Tx) error {
+		groups = groups[:0]
+		es, err := tx.Enrollments(d.scope, store.KindGroup, "", 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			g, err := decodeGroup(e)
+			if err != nil {
+				// One unreadable entry must not take every group down.
+				d.log.Error("skipping unreadable enrollment group in the store", "id", e.ID, "error", err)
+				continue
+			}
+			groups = append(groups, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("index enrollment groups: %w", err)
+	}
+	set, err := enrollment.NewSet(nil, groups)
+	if err != nil {
+		return fmt.Errorf("index enrollment groups: %w", err)
+	}
+	d.groups.Store(set)
+	return nil
+}
+
+// Lookup implements registration.Enrollments: the catalog first (it is
+// authoritative), then the store.
+func (d *Directory) Lookup(ctx context.Context, scope, registrationID string) (enrollment.Lookup, error) {
+	if !strings.EqualFold(scope, d.scope) {
+		return nil, nil
+	}
+	v := &view{id: dpsapi.NormalizeRegistrationID(registrationID), cat: d.cfg.Catalog.Set(d.scope), api: d.groups.Load()}
+	if v.ind = v.cat.Individual(registrationID); v.ind != nil {
+		return v, nil
+	}
+	err := d.cfg.Store.View(ctx, func(tx store.Tx) error {
+		e, err := tx.Enrollment(d.scope, store.KindIndividual, v.id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		v.ind, err = decodeIndividual(e)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read enrollment %s: %w", v.id, err)
+	}
+	return v, nil
+}
+
+// view is what Lookup found for one device.
+type view struct {
+	id       string
+	ind      *enrollment.Individual
+	cat, api *enrollment.Set
+}
+
+func (v *view) Individual(id string) *enrollment.Individual {
+	if dpsapi.NormalizeRegistrationID(id) == v.id {
+		return v.ind
+	}
+	return v.cat.Individual(id)
+}
+
+func (v *view) Group(id string) *enrollment.Group {
+	if g := v.cat.Group(id); g != nil {
+		return g
+	}
+	return v.api.Group(id)
+}
+
+func (v *view) SymmetricKeyCandidates(id string) []*enrollment.Group {
+	c := v.cat.SymmetricKeyCandidates(id)
+	a := v.api.SymmetricKeyCandidates(id)
+	if len(a) == 0 {
+		return c
+	}
+	out := slices.Clip(c)
+	for _, g := range a {
+		if v.cat.Group(g.EnrollmentGroupID) == nil { // a catalog group of that ID shadows it
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func decodeIndividual(e *store.Enrollment) (*enrollment.Individual, error) {
+	var ind enrollment.Individual
+	if err := json.Unmarshal(e.Data, &ind); err != nil {
+		return nil, fmt.Errorf("decode enrollment %s: %w", e.ID, err)
+	}
+	if err := ind.Validate("enrollment"); err != nil {
+		return nil, fmt.Errorf("stored enrollment %s: %w", e.ID, err)
+	}
+	ind.ETag = e.ETag
+	return &ind, nil
+}
+
+func decodeGroup(e *store.Enrollment) (*enrollment.Group, error) {
+	var g enrollment.Group
+	if err := json.Unmarshal(e.Data, &g); err != nil {
+		return nil, fmt.Errorf("decode enrollment group %s: %w", e.ID, err)
+	}
+	if err := g.Validate("enrollmentGroup"); err != nil {
+		return nil, fmt.Errorf("stored enrollment group %s: %w", e.ID, err)
+	}
+	g.ETag = e.ETag
+	return &g, nil
+}
+
+// Shadowed returns the IDs of store entries that catalog f hides (the catalog
+// wins a lookup); an operator should delete them or remove the catalog entry.
+func (d *Directory) Shadowed(ctx context.Context, f *catalog.File) ([]string, error) {
+	if f == nil {
+		return nil, nil
+	}
+	var out []string
+	err := d.cfg.Store.View(ctx, func(tx store.Tx) error {
+		out = out[:0]
+		for _, e := range f.Individuals {
+			if _, err := tx.Enrollment(d.scope, store.KindIndividual, dpsapi.NormalizeRegistrationID(e.RegistrationID)); err == nil {
+				out = append(out, "enrollment "+e.RegistrationID)
+			}
+		}
+		for _, g := range f.Groups {
+			if _, err := tx.Enrollment(d.scope, store.KindGroup, strings.ToLower(g.EnrollmentGroupID)); err == nil {
+				out = append(out, "enrollment group "+g.EnrollmentGroupID)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// NewETag makes an etag as DPS quotes them: a GUID inside double quotes, the
+// quotes being part of the value (protocol.md §6.5).
+func NewETag() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return `"` + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32] + `"`
+}
+
+// ETagMatches compares an If-Match value with an etag: quotes and a weak
+// prefix are ignored, "*" matches anything.
+func ETagMatches(ifMatch, etag string) bool {
+	ifMatch = strings.TrimSpace(ifMatch)
+	if ifMatch == "*" {
+		return true
+	}
+	norm := func(s string) string {
+		s = strings.TrimPrefix(strings.TrimSpace(s), "W/")
+		return strings.Trim(s, `"`)
+	}
+	return norm(ifMatch) != "" && norm(ifMatch) == norm(etag)
+}
+
+// newKey is a symmetric key as DPS generates them: 64 random bytes, base64.
+func newKey() string {
+	var b [64]byte
+	rand.Read(b[:])
+	return base64.StdEncoding.EncodeToString(b[:])
+}
