@@ -182,14 +182,25 @@ func (v *view) Group(id string) *enrollment.Group {
 }
 
 func (v *view) SymmetricKeyCandidates(id string) []*enrollment.Group {
-	c := v.cat.SymmetricKeyCandidates(id)
-	a := v.api.SymmetricKeyCandidates(id)
-	if len(a) == 0 {
-		return c
+	return v.merge(v.cat.SymmetricKeyCandidates(id), v.api.SymmetricKeyCandidates(id))
+}
+
+func (v *view) X509GroupsBySubject(rawSubject []byte) []*enrollment.Group {
+	return v.merge(v.cat.X509GroupsBySubject(rawSubject), v.api.X509GroupsBySubject(rawSubject))
+}
+
+func (v *view) X509GroupsByCAName(name string) []*enrollment.Group {
+	return v.merge(v.cat.X509GroupsByCAName(name), v.api.X509GroupsByCAName(name))
+}
+
+// merge appends the API-made groups a catalog group of the same ID does not shadow.
+func (v *view) merge(cat, api []*enrollment.Group) []*enrollment.Group {
+	if len(api) == 0 {
+		return cat
 	}
-	out := slices.Clip(c)
-	for _, g := range a {
-		if v.cat.Group(g.EnrollmentGroupID) == nil { // a catalog group of that ID shadows it
+	out := slices.Clip(cat)
+	for _, g := range api {
+		if v.cat.Group(g.EnrollmentGroupID) == nil {
 			out = append(out, g)
 		}
 	}
