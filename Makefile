@@ -47,6 +47,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./daemon/attestation/x509chain/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $(FUZZTIME) ./daemon/issuance/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCertificate$$' -fuzztime $(FUZZTIME) ./daemon/enrollment/
+	$(GO) test -run '^$$' -fuzz '^FuzzServiceBodies$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzContinuationToken$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,
