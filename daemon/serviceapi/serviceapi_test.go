@@ -89,7 +89,9 @@ func token(key []byte, sr, policy string, exp time.Time) string {
 	return sas.Build(key, sr, exp, policy)
 }
 
-var ownerTok = func() string { return token(ownerKey, "dps.example", "provisioningserviceowner", time.Now().Add(time.Hour)) }
+var ownerTok = func() string {
+	return token(ownerKey, "dps.example", "provisioningserviceowner", time.Now().Add(time.Hour))
+}
 
 type req struct {
 	method, path, body string
