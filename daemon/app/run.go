@@ -44,6 +44,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	readyFile := fs.String("ready-file", "", "write the bound listener addresses (JSON) here once serving")
 	listen := fs.String("listen", "", "override device.listen (host:port; port 0 picks a free one)")
 	metricsListen := fs.String("metrics-listen", "", "override metrics.listen")
+	serviceListen := fs.String("service-listen", "", "override service.listen (needs a service: section)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -56,6 +57,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *metricsListen != "" {
 		cfg.Metrics.Listen = *metricsListen
+	}
+	if *serviceListen != "" {
+		if cfg.Service == nil {
+			return &ExitError{ExitUsage, fmt.Errorf("--service-listen: %s has no service: section", *cfgPath)}
+		}
+		cfg.Service.Listen = *serviceListen
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	d, err := Build(ctx, cfg, log)
