@@ -81,6 +81,43 @@ type Directory struct {
 	groups   atomic.Pointer[enrollment.Set] // API-made groups, indexed
 	groupsMu sync.Mutex                     // serialises index rebuilds
 	sorted   atomic.Pointer[sortedCatalog]
+	decoded  decodedCache
+}
+
+// decodedCache keeps recently decoded API-made individual enrollments by ID
+// and etag: a device's poll right after its register call, and re-registrations,
+// skip the JSON decode and key validation (most of a lookup's cost). The etag
+// read from the store decides whether an entry is still current, so the cache
+// is never stale.
+type decodedCache struct {
+	mu sync.Mutex
+	m  map[string]*enrollment.Individual
+}
+
+const decodedCacheSize = 8192
+
+func (c *decodedCache) get(id, etag string) *enrollment.Individual {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[id]; e != nil && e.ETag == etag {
+		return e
+	}
+	return nil
+}
+
+func (c *decodedCache) put(id string, e *enrollment.Individual) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]*enrollment.Individual, decodedCacheSize)
+	}
+	if len(c.m) >= decodedCacheSize {
+		for k := range c.m { // evict an arbitrary entry
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[id] = e
 }
 
 // New returns a Directory and indexes the store's groups.
@@ -144,18 +181,25 @@ func (d *Directory) Lookup(ctx context.Context, scope, registrationID string) (e
 	if v.ind = v.cat.Individual(registrationID); v.ind != nil {
 		return v, nil
 	}
+	var raw *store.Enrollment
 	err := d.cfg.Store.View(ctx, func(tx store.Tx) error {
 		e, err := tx.Enrollment(d.scope, store.KindIndividual, v.id)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
-		} else if err != nil {
-			return err
 		}
-		v.ind, err = decodeIndividual(e)
+		raw = e
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read enrollment %s: %w", v.id, err)
+	}
+	if raw != nil {
+		if v.ind = d.decoded.get(v.id, raw.ETag); v.ind == nil {
+			if v.ind, err = decodeIndividual(raw); err != nil {
+				return nil, err
+			}
+			d.decoded.put(v.id, v.ind)
+		}
 	}
 	return v, nil
 }
