@@ -6,8 +6,10 @@
 //
 // Lookup cost does not grow with the number of API-made individual
 // enrollments: the device's own entry is one store read by key (a B+tree
-// lookup in bbolt), and only groups, which stay few, are indexed in memory;
-// that index is rebuilt whenever a group is written through this Directory.
+// lookup in bbolt, an index lookup in PostgreSQL), and only groups, which stay
+// few, are indexed in memory; that index is rebuilt whenever a group is written
+// through this Directory, and re-read every few seconds for the groups other
+// replicas wrote.
 package directory
 
 import (
@@ -71,6 +73,9 @@ type Config struct {
 	Store   store.Store
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// GroupsRefresh bounds how long a group written by another replica (on a
+	// shared store) stays unseen; default 5s.
+	GroupsRefresh time.Duration
 }
 
 // Directory implements registration.Enrollments over the catalog and the store.
@@ -82,6 +87,10 @@ type Directory struct {
 	groupsMu sync.Mutex                     // serialises index rebuilds
 	sorted   atomic.Pointer[sortedCatalog]
 	decoded  decodedCache
+	// groupsAt is when the group index was last read (unix nanoseconds);
+	// refreshing is set while a background refresh runs.
+	groupsAt   atomic.Int64
+	refreshing atomic.Bool
 }
 
 // decodedCache keeps recently decoded API-made individual enrollments by ID
@@ -125,6 +134,9 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.GroupsRefresh == 0 {
+		cfg.GroupsRefresh = 5 * time.Second
+	}
 	d := &Directory{cfg: cfg, scope: dpsapi.NormalizeIDScope(cfg.Scope), log: cfg.Logger}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -142,6 +154,7 @@ func (d *Directory) Scope() string { return d.scope }
 func (d *Directory) reloadGroups(ctx context.Context) error {
 	d.groupsMu.Lock()
 	defer d.groupsMu.Unlock()
+	started := time.Now()
 	var groups []*enrollment.Group
 	err := d.cfg.Store.View(ctx, func(tx store.Tx) error {
 		groups = groups[:0]
@@ -168,7 +181,25 @@ func (d *Directory) reloadGroups(ctx context.Context) error {
 		return fmt.Errorf("index enrollment groups: %w", err)
 	}
 	d.groups.Store(set)
+	d.groupsAt.Store(started.UnixNano())
 	return nil
+}
+
+// refreshGroups re-reads the group index in the background when it is older
+// than GroupsRefresh: writes through this Directory rebuild it at once, this
+// catches the ones other replicas made. The lookup that notices does not wait.
+func (d *Directory) refreshGroups() {
+	if time.Since(time.Unix(0, d.groupsAt.Load())) < d.cfg.GroupsRefresh || !d.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer d.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.reloadGroups(ctx); err != nil {
+			d.log.Warn("refreshing the enrollment group index failed; the previous one keeps serving", "error", err)
+		}
+	}()
 }
 
 // Lookup implements registration.Enrollments: the catalog first (it is
@@ -177,6 +208,7 @@ func (d *Directory) Lookup(ctx context.Context, scope, registrationID string) (e
 	if !strings.EqualFold(scope, d.scope) {
 		return nil, nil
 	}
+	d.refreshGroups()
 	v := &view{id: dpsapi.NormalizeRegistrationID(registrationID), cat: d.cfg.Catalog.Set(d.scope), api: d.groups.Load()}
 	if v.ind = v.cat.Individual(registrationID); v.ind != nil {
 		return v, nil

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/directory"
@@ -312,5 +313,33 @@ func TestETagMatches(t *testing.T) {
 		if got := directory.ETagMatches(tt.ifMatch, tt.etag); got != tt.want {
 			t.Errorf("ETagMatches(%q, %q) = %v", tt.ifMatch, tt.etag, got)
 		}
+	}
+}
+
+// Two replicas on one store: a group written through one is found by the
+// other's lookups within GroupsRefresh.
+func TestGroupsOfAnotherReplica(t *testing.T) {
+	d1, st, src := newDir(t)
+	d2, err := directory.New(ctx, directory.Config{Scope: scope, Catalog: src, Store: st, GroupsRefresh: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &enrollment.Group{EnrollmentGroupID: "remote", RegistrationIDPrefixes: []string{"rm-"}, Common: sym("x", key2).Common}
+	if _, _, err := d1.PutGroup(ctx, g, ""); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, err := d2.Lookup(ctx, scope, "rm-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := l.SymmetricKeyCandidates("rm-1"); len(c) == 1 && c[0].EnrollmentGroupID == "remote" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the other replica never saw the group")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
