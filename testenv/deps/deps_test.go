@@ -60,10 +60,12 @@ func TestDependencyRules(t *testing.T) {
 		{"registration imports interfaces, never drivers", "./daemon/registration", notDrivers},
 		{"attestation imports no drivers", "./daemon/attestation/...", notDrivers},
 		{"endpoints import no drivers", "./daemon/endpoint/...", notDrivers},
+		{"the service API and the directory import no drivers", "./daemon/serviceapi/... ./daemon/directory/...", notDrivers},
+		{"edgeprovctl reaches the daemon only through its API client", "./daemon/ctl/... ./daemon/adminclient/... ./daemon/cmd/edgeprovctl", notDrivers},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pkgs := list(t, tt.pattern)
+			pkgs := list(t, strings.Fields(tt.pattern)...)
 			if len(pkgs) == 0 {
 				t.Fatalf("no packages match %s", tt.pattern)
 			}
