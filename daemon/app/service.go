@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -21,7 +22,7 @@ import (
 // loadPolicies reads the owner policy made by init and the configured ones.
 // Keys stay in memory only; they are never logged.
 func loadPolicies(cfg *config.Config) ([]*serviceapi.Policy, error) {
-	owner, err := readPolicyKeys(cfg.PolicyDir() + "/" + config.OwnerPolicy + ".key")
+	owner, err := readPolicyKeys(filepath.Join(cfg.PolicyDir(), config.OwnerPolicy+".key"))
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", config.OwnerPolicy, err)
 	}

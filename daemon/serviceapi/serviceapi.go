@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -165,7 +166,8 @@ func (h *Handler) resolve(method string, s []string) (*route, string) {
 		for m := range routes {
 			allow = append(allow, m)
 		}
-		return nil, strings.Join(sortStrings(allow), ", ")
+		slices.Sort(allow)
+		return nil, strings.Join(allow, ", ")
 	}
 	switch {
 	case len(s) == 0:
@@ -226,15 +228,6 @@ func (h *Handler) resolve(method string, s []string) (*route, string) {
 		}
 	}
 	return nil, ""
-}
-
-func sortStrings(s []string) []string {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-	return s
 }
 
 // segments splits an escaped path and decodes each segment (IDs arrive
