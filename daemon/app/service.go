@@ -98,11 +98,14 @@ type reloader struct {
 	ok, fails int
 }
 
-// ReloadCatalog parses and validates the whole catalog file and swaps it in
+// ReloadCatalog reloads the catalog on an operator's request (SIGHUP).
+func (d *Daemon) ReloadCatalog() error { return d.reloadCatalog("sighup") }
+
+// reloadCatalog parses and validates the whole catalog file and swaps it in
 // atomically; on any error the current catalog keeps serving and the error
 // (file:line: field: message) is logged and kept for the status endpoint.
 // In-flight registrations keep the snapshot they started with.
-func (d *Daemon) ReloadCatalog(trigger string) error {
+func (d *Daemon) reloadCatalog(trigger string) error {
 	if d.cfg.Catalog == "" {
 		return nil
 	}
@@ -214,7 +217,7 @@ func (d *Daemon) watchCatalog(ctx context.Context) {
 			continue
 		}
 		last = fingerprint{st, sum}
-		d.ReloadCatalog("file-change")
+		d.reloadCatalog("file-change")
 		// A reload may have changed the key files to follow.
 		last.stat = d.statCatalog()
 	}
