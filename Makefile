@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCertificate$$' -fuzztime $(FUZZTIME) ./daemon/enrollment/
 	$(GO) test -run '^$$' -fuzz '^FuzzServiceBodies$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
 	$(GO) test -run '^$$' -fuzz '^FuzzContinuationToken$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzImportReaders$$' -fuzztime $(FUZZTIME) ./daemon/ctl/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,

@@ -493,8 +493,7 @@ func readJSON(r io.Reader, emit func(importRow) error) error {
 				row.ind = &enrollment.Individual{}
 				row.err = dec.Decode(row.ind)
 			}
-			var se *json.SyntaxError
-			if errors.As(row.err, &se) {
+			if fatalJSON(row.err) {
 				return fmt.Errorf("JSON item %d: %w", n, row.err) // a stream cannot resynchronise
 			}
 			if err := emit(row); err != nil {
@@ -510,9 +509,8 @@ func readJSON(r io.Reader, emit func(importRow) error) error {
 			n++
 			row := importRow{row: n, ind: &enrollment.Individual{}}
 			row.err = dec.Decode(row.ind)
-			var se *json.SyntaxError
-			if errors.As(row.err, &se) {
-				return fmt.Errorf("JSON item %d: %w", n, row.err)
+			if fatalJSON(row.err) {
+				return fmt.Errorf("JSON item %d: %w", n, row.err) // a stream cannot resynchronise
 			}
 			if err := emit(row); err != nil {
 				return err
@@ -543,6 +541,13 @@ func readJSON(r io.Reader, emit func(importRow) error) error {
 		return nil
 	}
 	return errors.New("JSON: expected an array of enrollments or an object with enrollments and enrollmentGroups")
+}
+
+// fatalJSON: only a value of the wrong type leaves the decoder where the next
+// item starts; after a syntax error or a truncated file it cannot go on.
+func fatalJSON(err error) bool {
+	var te *json.UnmarshalTypeError
+	return err != nil && !errors.As(err, &te)
 }
 
 // readYAML reads a catalog-format file; each entry fails or passes alone.
