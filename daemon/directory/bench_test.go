@@ -23,6 +23,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/hub"
 	"github.com/edgeprov/edgeprov/daemon/hub/local"
 	"github.com/edgeprov/edgeprov/daemon/registration"
+	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 )
@@ -180,9 +181,13 @@ func BenchmarkLookup(b *testing.B) {
 func BenchmarkRegisterWith1M(b *testing.B) {
 	d, st := bigDirectory(b)
 	n := benchN()
+	box, err := secrets.New(make([]byte, secrets.KeySize))
+	if err != nil {
+		b.Fatal(err)
+	}
 	hubs := &staticHubs{linked: []*hub.Linked{
-		{Name: "a", HostName: "hub-a.bench", Weight: 1, ApplyAllocationPolicy: true, Driver: local.New("hub-a.bench", st)},
-		{Name: "b", HostName: "hub-b.bench", Weight: 1, ApplyAllocationPolicy: true, Driver: local.New("hub-b.bench", st)},
+		{Name: "a", HostName: "hub-a.bench", Weight: 1, ApplyAllocationPolicy: true, Driver: local.New("hub-a.bench", st, box)},
+		{Name: "b", HostName: "hub-b.bench", Weight: 1, ApplyAllocationPolicy: true, Driver: local.New("hub-b.bench", st, box)},
 	}}
 	svc := registration.New(registration.Config{Store: st, Enrollments: d, Hubs: hubs,
 		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: time.Minute}},

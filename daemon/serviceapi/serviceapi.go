@@ -647,6 +647,9 @@ func (h *Handler) queryDevices(w http.ResponseWriter, r *http.Request, hubName s
 	if ids == nil {
 		ids = []*store.Identity{}
 	}
+	for _, id := range ids {
+		id.SealedKey = nil // sealed or not, keys never leave the daemon
+	}
 	h.writePage(w, q, "DeviceIdentity", next, size, ids)
 	return nil
 }
@@ -667,6 +670,7 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request, hubName, id 
 	} else if err != nil {
 		return err
 	}
+	d.SealedKey = nil
 	writeJSON(w, http.StatusOK, d)
 	return nil
 }

@@ -69,7 +69,7 @@ enrollments:
 				return err
 			}
 		}
-		return tx.PutIdentity(&store.Identity{Hub: "hub.test", DeviceID: "rec-0", AuthType: "sas", Status: "enabled"})
+		return tx.PutIdentity(&store.Identity{Hub: "hub.test", DeviceID: "rec-0", AuthType: "sas", Status: "enabled", SealedKey: []byte("sealed device key")})
 	})
 	h := serviceapi.New(serviceapi.Config{Directory: d, Store: st, Hubs: []string{"hub.test"},
 		Policies: []*serviceapi.Policy{
@@ -328,11 +328,11 @@ func TestResponsesAndPaging(t *testing.T) {
 		t.Fatalf("all registrations: %d %s", resp.StatusCode, body)
 	}
 	resp, body = e.do(t, req{method: "GET", path: "/edgeprov/hubs/HUB.TEST/devices/rec-0"})
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"deviceId":"rec-0"`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"deviceId":"rec-0"`) || strings.Contains(string(body), "sealedKey") {
 		t.Fatalf("device: %d %s", resp.StatusCode, body)
 	}
 	resp, body = e.do(t, req{method: "POST", path: "/edgeprov/hubs/hub.test/devices/query"})
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"deviceId":"rec-0"`) {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"deviceId":"rec-0"`) || strings.Contains(string(body), "sealedKey") {
 		t.Fatalf("devices: %d %s", resp.StatusCode, body)
 	}
 	resp, body = e.do(t, req{method: "DELETE", path: "/registrations/rec-1", hdr: map[string]string{"If-Match": "ZXRhZy01"}})

@@ -1,4 +1,4 @@
--- Schema version 2: enrollments and groups made through the service API. The
+-- Schema version 3: enrollments and groups made through the service API. The
 -- body is the enrollment model's JSON, kept opaque. IDs are compared in byte
 -- order (COLLATE "C"), as the bbolt store and the service API's paging do.
 CREATE TABLE enrollments (
