@@ -144,18 +144,18 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	if cat != nil {
 		d.reload.last.Individuals, d.reload.last.Groups = len(cat.Individuals), len(cat.Groups)
 	}
-	if d.dir, err = directory.New(ctx, directory.Config{Scope: d.scope, Catalog: d.catalog, Store: st, Logger: log}); err != nil {
+	sealer, err := openSecrets(ctx, cfg, false, log, &d.closers)
+	if err != nil {
+		return nil, err
+	}
+	d.hubs = newHubSet(cfg, st, sealer)
+	if d.dir, err = directory.New(ctx, directory.Config{Scope: d.scope, Catalog: d.catalog, Store: st, Sealer: sealer, Logger: log}); err != nil {
 		return nil, err
 	}
 	if sh, err := d.dir.Shadowed(ctx, cat); err == nil && len(sh) > 0 {
 		d.reload.last.Shadowed = sh
 		log.Warn("catalog entries hide entries made through the service API; delete one of each pair", "count", len(sh), "first", sh[0])
 	}
-	sealer, err := openSecrets(ctx, cfg, false, log, &d.closers)
-	if err != nil {
-		return nil, err
-	}
-	d.hubs = newHubSet(cfg, st, sealer)
 	pool, err := d.loadCAs(ctx, cat)
 	if err != nil {
 		return nil, err

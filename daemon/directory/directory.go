@@ -30,6 +30,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 )
 
@@ -76,6 +77,9 @@ type Config struct {
 	// GroupsRefresh bounds how long a group written by another replica (on a
 	// shared store) stays unseen; default 5s.
 	GroupsRefresh time.Duration
+	// Sealer encrypts the symmetric keys of API-made enrollments at rest
+	// (required).
+	Sealer secrets.Sealer
 }
 
 // Directory implements registration.Enrollments over the catalog and the store.
@@ -134,6 +138,9 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Sealer == nil {
+		return nil, errors.New("directory: a Sealer is required (keys are never stored in the clear)")
+	}
 	if cfg.GroupsRefresh == 0 {
 		cfg.GroupsRefresh = 5 * time.Second
 	}
@@ -163,7 +170,7 @@ func (d *Directory) reloadGroups(ctx context.Context) error {
 			return err
 		}
 		for _, e := range es {
-			g, err := decodeGroup(e)
+			g, err := d.decodeGroup(e)
 			if err != nil {
 				// One unreadable entry must not take every group down.
 				d.log.Error("skipping unreadable enrollment group in the store", "id", e.ID, "error", err)
@@ -227,7 +234,7 @@ func (d *Directory) Lookup(ctx context.Context, scope, registrationID string) (e
 	}
 	if raw != nil {
 		if v.ind = d.decoded.get(v.id, raw.ETag); v.ind == nil {
-			if v.ind, err = decodeIndividual(raw); err != nil {
+			if v.ind, err = d.decodeIndividual(raw); err != nil {
 				return nil, err
 			}
 			d.decoded.put(v.id, v.ind)
@@ -283,27 +290,92 @@ func (v *view) merge(cat, api []*enrollment.Group) []*enrollment.Group {
 	return out
 }
 
-func decodeIndividual(e *store.Enrollment) (*enrollment.Individual, error) {
+// storedEntry is what the store keeps of an API-made enrollment: the model's
+// JSON without its symmetric keys, and the keys sealed by the data key (as
+// the local hub's device keys are), bound to the entry they belong to.
+type storedEntry struct {
+	Enrollment json.RawMessage `json:"enrollment"`
+	SealedKeys []byte          `json:"sealedKeys,omitempty"`
+}
+
+type keyPair struct {
+	Primary   string `json:"p,omitempty"`
+	Secondary string `json:"s,omitempty"`
+}
+
+// sealContext binds sealed keys to one entry: they cannot be moved to another.
+func (d *Directory) sealContext(kind store.EnrollmentKind, id string) []byte {
+	return []byte("edgeprov enrollment keys\x00" + d.scope + "\x00" + string(kind) + "\x00" + id)
+}
+
+// encode makes the stored form of x (an *Individual or *Group whose Common is c).
+func (d *Directory) encode(kind store.EnrollmentKind, id string, x any, c *enrollment.Common) ([]byte, error) {
+	var kp keyPair
+	if sk := c.Attestation.SymmetricKey; sk != nil {
+		kp = keyPair{sk.PrimaryKey, sk.SecondaryKey}
+		bare := *sk
+		bare.PrimaryKey, bare.SecondaryKey = "", ""
+		c.Attestation.SymmetricKey = &bare
+		defer func() { c.Attestation.SymmetricKey = sk }()
+	}
+	body, err := json.Marshal(x)
+	if err != nil {
+		return nil, err
+	}
+	out := storedEntry{Enrollment: body}
+	if kp != (keyPair{}) {
+		plain, _ := json.Marshal(kp)
+		if out.SealedKeys, err = d.cfg.Sealer.Seal(plain, d.sealContext(kind, id)); err != nil {
+			return nil, fmt.Errorf("seal the keys of %s: %w", id, err)
+		}
+	}
+	return json.Marshal(out)
+}
+
+// decode reads a stored entry into x (whose Common is c), opens its keys and
+// validates it (which decodes the keys).
+func (d *Directory) decode(e *store.Enrollment, x any, c *enrollment.Common, validate func() error) error {
+	var st storedEntry
+	if err := json.Unmarshal(e.Data, &st); err != nil || len(st.Enrollment) == 0 {
+		return fmt.Errorf("decode %s enrollment %s: not a stored enrollment (%v)", e.Kind, e.ID, err)
+	}
+	if err := json.Unmarshal(st.Enrollment, x); err != nil {
+		return fmt.Errorf("decode %s enrollment %s: %w", e.Kind, e.ID, err)
+	}
+	if len(st.SealedKeys) > 0 {
+		plain, err := d.cfg.Sealer.Open(st.SealedKeys, d.sealContext(e.Kind, e.ID))
+		if err != nil {
+			return fmt.Errorf("open the keys of %s enrollment %s: %w", e.Kind, e.ID, err)
+		}
+		var kp keyPair
+		if err := json.Unmarshal(plain, &kp); err != nil {
+			return fmt.Errorf("keys of %s enrollment %s: %w", e.Kind, e.ID, err)
+		}
+		if c.Attestation.SymmetricKey == nil {
+			c.Attestation.SymmetricKey = &enrollment.SymmetricKeyAttestation{}
+		}
+		c.Attestation.SymmetricKey.PrimaryKey, c.Attestation.SymmetricKey.SecondaryKey = kp.Primary, kp.Secondary
+	}
+	if err := validate(); err != nil {
+		return fmt.Errorf("stored %s enrollment %s: %w", e.Kind, e.ID, err)
+	}
+	c.ETag = e.ETag
+	return nil
+}
+
+func (d *Directory) decodeIndividual(e *store.Enrollment) (*enrollment.Individual, error) {
 	var ind enrollment.Individual
-	if err := json.Unmarshal(e.Data, &ind); err != nil {
-		return nil, fmt.Errorf("decode enrollment %s: %w", e.ID, err)
+	if err := d.decode(e, &ind, &ind.Common, func() error { return ind.Validate("enrollment") }); err != nil {
+		return nil, err
 	}
-	if err := ind.Validate("enrollment"); err != nil {
-		return nil, fmt.Errorf("stored enrollment %s: %w", e.ID, err)
-	}
-	ind.ETag = e.ETag
 	return &ind, nil
 }
 
-func decodeGroup(e *store.Enrollment) (*enrollment.Group, error) {
+func (d *Directory) decodeGroup(e *store.Enrollment) (*enrollment.Group, error) {
 	var g enrollment.Group
-	if err := json.Unmarshal(e.Data, &g); err != nil {
-		return nil, fmt.Errorf("decode enrollment group %s: %w", e.ID, err)
+	if err := d.decode(e, &g, &g.Common, func() error { return g.Validate("enrollmentGroup") }); err != nil {
+		return nil, err
 	}
-	if err := g.Validate("enrollmentGroup"); err != nil {
-		return nil, fmt.Errorf("stored enrollment group %s: %w", e.ID, err)
-	}
-	g.ETag = e.ETag
 	return &g, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/directory"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
+	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 )
@@ -51,11 +52,19 @@ func newDir(t testing.TB) (*directory.Directory, store.Store, *catalog.Source) {
 		t.Fatal(err)
 	}
 	src := catalog.NewSource(scope, f)
-	d, err := directory.New(ctx, directory.Config{Scope: scope, Catalog: src, Store: st})
+	d, err := directory.New(ctx, directory.Config{Scope: scope, Catalog: src, Store: st, Sealer: testBox(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d, st, src
+}
+
+func testBox(t testing.TB) *secrets.Box {
+	box, err := secrets.New([]byte("directory test data key, 32 byte"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return box
 }
 
 func sym(id, primary string) *enrollment.Individual {
@@ -174,7 +183,7 @@ func TestLookupSeesBothSources(t *testing.T) {
 	// as if the catalog gained the ID later).
 	st.Update(ctx, func(tx store.Tx) error {
 		return tx.PutEnrollment(&store.Enrollment{Scope: scope, Kind: store.KindIndividual, ID: "both", ETag: `"x"`,
-			Data: []byte(`{"registrationId":"both","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"` + key2 + `"}}}`)})
+			Data: []byte(`{"enrollment":{"registrationId":"both","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"` + key2 + `"}}}}`)})
 	})
 	tests := []struct {
 		name, regID, wantKey, wantGroup string
@@ -224,7 +233,7 @@ func TestListPagesMergeSources(t *testing.T) {
 	}
 	st.Update(ctx, func(tx store.Tx) error { // shadowed by the catalog: listed once
 		return tx.PutEnrollment(&store.Enrollment{Scope: scope, Kind: store.KindIndividual, ID: "both", ETag: `"x"`,
-			Data: []byte(`{"registrationId":"both","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"` + key2 + `"}}}`)})
+			Data: []byte(`{"enrollment":{"registrationId":"both","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"` + key2 + `"}}}}`)})
 	})
 	want := []string{"a-1", "both", "c-1", "cat-dev", "z-9"}
 	for _, size := range []int{1, 2, 3, 10} {
@@ -320,7 +329,7 @@ func TestETagMatches(t *testing.T) {
 // other's lookups within GroupsRefresh.
 func TestGroupsOfAnotherReplica(t *testing.T) {
 	d1, st, src := newDir(t)
-	d2, err := directory.New(ctx, directory.Config{Scope: scope, Catalog: src, Store: st, GroupsRefresh: 50 * time.Millisecond})
+	d2, err := directory.New(ctx, directory.Config{Scope: scope, Catalog: src, Store: st, GroupsRefresh: 50 * time.Millisecond, Sealer: testBox(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,5 +350,49 @@ func TestGroupsOfAnotherReplica(t *testing.T) {
 			t.Fatal("the other replica never saw the group")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Keys are sealed at rest: the store never holds them in the clear, a wrong
+// data key cannot read them, and sealed keys moved to another entry do not open.
+func TestKeysSealedAtRest(t *testing.T) {
+	d, st, src := newDir(t)
+	if _, _, err := d.PutIndividual(ctx, sym("sealed-1", key2), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.PutIndividual(ctx, sym("sealed-2", key1), ""); err != nil {
+		t.Fatal(err)
+	}
+	var raw1, raw2 *store.Enrollment
+	st.View(ctx, func(tx store.Tx) error {
+		raw1, _ = tx.Enrollment(scope, store.KindIndividual, "sealed-1")
+		raw2, _ = tx.Enrollment(scope, store.KindIndividual, "sealed-2")
+		return nil
+	})
+	if strings.Contains(string(raw1.Data), key2) || !strings.Contains(string(raw1.Data), "sealedKeys") {
+		t.Fatalf("stored in the clear: %s", raw1.Data)
+	}
+	if e, _, err := d.Individual(ctx, "sealed-1"); err != nil || e.Attestation.SymmetricKey.PrimaryKey != key2 {
+		t.Fatalf("read back: %+v %v", e, err)
+	}
+	other, err := secrets.New([]byte("another data key, thirty-two by."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := directory.New(ctx, directory.Config{Scope: scope, Catalog: src, Store: st, Sealer: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d2.Individual(ctx, "sealed-1"); err == nil {
+		t.Fatal("read with another data key")
+	}
+	// Swap the sealed keys of the two entries: neither opens.
+	st.Update(ctx, func(tx store.Tx) error {
+		raw2.Data, raw1.Data = raw1.Data, raw2.Data
+		tx.PutEnrollment(raw1)
+		return tx.PutEnrollment(raw2)
+	})
+	if _, _, err := d.Individual(ctx, "sealed-1"); err == nil {
+		t.Fatal("sealed keys of another entry opened")
 	}
 }

@@ -26,7 +26,7 @@ type kindOps[T any] struct {
 	key      func(id string) string
 	common   func(*T) *enrollment.Common
 	validate func(*T) error
-	decode   func(*store.Enrollment) (*T, error)
+	decode   func(*Directory, *store.Enrollment) (*T, error)
 	inCat    func(*enrollment.Set, string) *T
 	catAll   func(*catalog.File) []*T
 	sorted   func(*sortedCatalog) []*T
@@ -39,7 +39,7 @@ var individualOps = kindOps[enrollment.Individual]{
 	key:      dpsapi.NormalizeRegistrationID,
 	common:   func(e *enrollment.Individual) *enrollment.Common { return &e.Common },
 	validate: func(e *enrollment.Individual) error { return e.Validate("enrollment") },
-	decode:   decodeIndividual,
+	decode:   (*Directory).decodeIndividual,
 	inCat:    func(s *enrollment.Set, id string) *enrollment.Individual { return s.Individual(id) },
 	catAll:   func(f *catalog.File) []*enrollment.Individual { return f.Individuals },
 	sorted:   func(s *sortedCatalog) []*enrollment.Individual { return s.ind },
@@ -52,7 +52,7 @@ var groupOps = kindOps[enrollment.Group]{
 	key:      strings.ToLower,
 	common:   func(g *enrollment.Group) *enrollment.Common { return &g.Common },
 	validate: func(g *enrollment.Group) error { return g.Validate("enrollmentGroup") },
-	decode:   decodeGroup,
+	decode:   (*Directory).decodeGroup,
 	inCat:    func(s *enrollment.Set, id string) *enrollment.Group { return s.Group(id) },
 	catAll:   func(f *catalog.File) []*enrollment.Group { return f.Groups },
 	sorted:   func(s *sortedCatalog) []*enrollment.Group { return s.groups },
@@ -110,7 +110,7 @@ func get[T any](ctx context.Context, d *Directory, o kindOps[T], id string) (*T,
 		} else if err != nil {
 			return err
 		}
-		out, err = o.decode(e)
+		out, err = o.decode(d, e)
 		return err
 	})
 	if err != nil {
@@ -191,7 +191,7 @@ func apply[T any](tx store.Tx, d *Directory, o kindOps[T], p prepared[T], ifMatc
 	}
 	created := now
 	if exists {
-		old, err := o.decode(cur)
+		old, err := o.decode(d, cur)
 		if err != nil {
 			return nil, false, err
 		}
@@ -206,7 +206,7 @@ func apply[T any](tx store.Tx, d *Directory, o kindOps[T], p prepared[T], ifMatc
 	}
 	c.ETag = NewETag()
 	c.CreatedDateTimeUTC, c.LastUpdatedDateTimeUTC = &created, &now
-	data, err := json.Marshal(x)
+	data, err := d.encode(o.kind, k, x, c)
 	if err != nil {
 		return nil, false, err
 	}
@@ -494,7 +494,7 @@ func list[T any](ctx context.Context, d *Directory, o kindOps[T], after string, 
 				buf = buf[1:]
 			}
 		default:
-			x, err := o.decode(buf[0])
+			x, err := o.decode(d, buf[0])
 			if err != nil {
 				return nil, err
 			}

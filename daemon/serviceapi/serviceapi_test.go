@@ -18,6 +18,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/directory"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
+	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/serviceapi"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/store/bolt"
@@ -56,7 +57,11 @@ enrollments:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := directory.New(context.Background(), directory.Config{Scope: scope, Catalog: catalog.NewSource(scope, f), Store: st})
+	box, err := secrets.New([]byte("service API test data key, 32 b."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := directory.New(context.Background(), directory.Config{Scope: scope, Catalog: catalog.NewSource(scope, f), Store: st, Sealer: box})
 	if err != nil {
 		t.Fatal(err)
 	}
