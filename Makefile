@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/edgeprov/edgeprov/daemon/app.Version=$(VERSION) \
            -X github.com/edgeprov/edgeprov/daemon/ctl.Version=$(VERSION) \
            -X github.com/edgeprov/edgeprov/agent/cli.Version=$(VERSION)
 
-.PHONY: all build setup test test-race lint bench fuzz demo clean
+.PHONY: all build setup test test-race lint bench bench-import fuzz demo clean
 
 all: build
 
@@ -35,8 +35,15 @@ lint:
 	staticcheck ./...
 
 # Hot-path benchmarks (numbers in README's performance section).
+# daemon/directory's benchmarks fill a store with 1,000,000 enrollments first
+# (EDGEPROV_BENCH_ENROLLMENTS=N for fewer).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./daemon/... ./tpm/... ./hsm/... ./agent/...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./daemon/... ./tpm/... ./hsm/... ./agent/...
+
+# Time and peak memory of `edgeprovctl import` of N (default 1,000,000)
+# individual enrollments into a daemon on bbolt; minutes, not part of test.
+bench-import: build
+	bash testenv/import-bench.sh
 
 # A short fuzzing pass over every parser of untrusted bytes; new corpus entries
 # land in the packages' testdata/fuzz.
@@ -47,6 +54,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./daemon/attestation/x509chain/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $(FUZZTIME) ./daemon/issuance/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCertificate$$' -fuzztime $(FUZZTIME) ./daemon/enrollment/
+	$(GO) test -run '^$$' -fuzz '^FuzzServiceBodies$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzContinuationToken$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzImportReaders$$' -fuzztime $(FUZZTIME) ./daemon/ctl/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,

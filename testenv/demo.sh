@@ -21,7 +21,7 @@ echo "== edgeprovd init (state in $scratch)"
 
 echo "== edgeprovd run"
 "$bin/edgeprovd" run --config configs/edgeprovd.example.yaml --state-dir "$scratch/state" \
-	--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$scratch/ready.json" 2>"$scratch/edgeprovd.log" &
+	--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --service-listen 127.0.0.1:0 --ready-file "$scratch/ready.json" 2>"$scratch/edgeprovd.log" &
 daemon_pid=$!
 for _ in $(seq 1 200); do
 	[[ -s "$scratch/ready.json" ]] && break
@@ -44,6 +44,13 @@ sed -e "s|^provisioningHost:.*|provisioningHost: $addr|" \
 
 echo "== the device's assignment (from the agent's result file)"
 cat "$scratch/agent-state.json"
+
+echo "== edgeprovctl enrollment list and registration list (through the service API)"
+service="$(sed -E 's/.*"service":"([^"]+)".*/\1/' <<<"$ready")"
+export EDGEPROV_CONNECTION_STRING="HostName=$service;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=$(cat "$scratch/state/policies/provisioningserviceowner.key")"
+export EDGEPROV_CA_FILE="$scratch/state/tls/ca.pem"
+"$bin/edgeprovctl" enrollment list
+"$bin/edgeprovctl" registration list
 
 echo "== daemon log"
 cat "$scratch/edgeprovd.log"

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,7 @@ import (
 )
 
 // OwnerPolicy is the shared access policy with every right, as in DPS.
-const OwnerPolicy = "provisioningserviceowner"
+const OwnerPolicy = config.OwnerPolicy
 
 func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("init", stderr)
@@ -40,8 +41,16 @@ func cmdInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	host := hosts[0]
+	if cfg.Service != nil {
+		// edgeprovctl reaches another port through HostName; the stock Azure
+		// SDKs only speak to 443 (give them HostName without the port).
+		if _, port, err := net.SplitHostPort(cfg.Service.Listen); err == nil && port != "443" && port != "0" {
+			host = net.JoinHostPort(host, port)
+		}
+	}
 	fmt.Fprintf(stdout, "edgeprov instance created\n  ID scope:          %s\n  CA certificate:    %s\n  store:             %s\n  secrets data key:  %s\n  service policy key: %s\n  service connection string: HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s\n",
-		res.IDScope, cfg.CACertPath(), cfg.StorePath(), res.SecretsKey, res.PolicyKeyPath, hosts[0], OwnerPolicy, res.policyKey)
+		res.IDScope, cfg.CACertPath(), cfg.StorePath(), res.SecretsKey, res.PolicyKeyPath, host, OwnerPolicy, res.policyKey)
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/cacert"
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/config"
+	"github.com/edgeprov/edgeprov/daemon/directory"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
@@ -31,6 +32,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 	"github.com/edgeprov/edgeprov/daemon/secrets"
+	"github.com/edgeprov/edgeprov/daemon/serviceapi"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
@@ -42,6 +44,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	readyFile := fs.String("ready-file", "", "write the bound listener addresses (JSON) here once serving")
 	listen := fs.String("listen", "", "override device.listen (host:port; port 0 picks a free one)")
 	metricsListen := fs.String("metrics-listen", "", "override metrics.listen")
+	serviceListen := fs.String("service-listen", "", "override service.listen (needs a service: section)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -54,6 +57,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *metricsListen != "" {
 		cfg.Metrics.Listen = *metricsListen
+	}
+	if *serviceListen != "" {
+		if cfg.Service == nil {
+			return &ExitError{ExitUsage, fmt.Errorf("--service-listen: %s has no service: section", *cfgPath)}
+		}
+		cfg.Service.Listen = *serviceListen
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	d, err := Build(ctx, cfg, log)
@@ -82,19 +91,24 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 
 // Daemon is a built edgeprovd.
 type Daemon struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	store   store.Store
-	scope   string
-	catalog *catalog.Source
-	hubs    *hubSet
-	cas     *cacert.Registry
-	service *registration.Service
-	tls     *tls.Config
-	device  net.Listener
-	metrics *metrics.Metrics
-	mln     net.Listener
-	closers closers
+	cfg       *config.Config
+	log       *slog.Logger
+	store     store.Store
+	scope     string
+	catalog   *catalog.Source
+	dir       *directory.Directory
+	hubs      *hubSet
+	cas       *cacert.Registry
+	reg       *registration.Service
+	tls       *tls.Config
+	device    net.Listener
+	service   *serviceapi.Handler // nil when the service endpoint is not configured
+	serviceLn net.Listener
+	metrics   *metrics.Metrics
+	mln       net.Listener
+	closers   closers
+	reload    reloader
+	started   time.Time
 }
 
 // Build assembles the daemon from its config; the listeners are bound here so
@@ -104,7 +118,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, store: st}
+	d := &Daemon{cfg: cfg, log: log, store: st, started: time.Now().UTC()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -126,11 +140,22 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 	}
 	d.catalog = catalog.NewSource(d.scope, cat)
+	d.reload.last = &ReloadResult{Time: d.started, Trigger: "startup", OK: true}
+	if cat != nil {
+		d.reload.last.Individuals, d.reload.last.Groups = len(cat.Individuals), len(cat.Groups)
+	}
 	sealer, err := openSecrets(ctx, cfg, false, log, &d.closers)
 	if err != nil {
 		return nil, err
 	}
 	d.hubs = newHubSet(cfg, st, sealer)
+	if d.dir, err = directory.New(ctx, directory.Config{Scope: d.scope, Catalog: d.catalog, Store: st, Sealer: sealer, Logger: log}); err != nil {
+		return nil, err
+	}
+	if sh, err := d.dir.Shadowed(ctx, cat); err == nil && len(sh) > 0 {
+		d.reload.last.Shadowed = sh
+		log.Warn("catalog entries hide entries made through the service API; delete one of each pair", "count", len(sh), "first", sh[0])
+	}
 	pool, err := d.loadCAs(ctx, cat)
 	if err != nil {
 		return nil, err
@@ -146,9 +171,9 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 
 	d.metrics = metrics.New()
-	d.service = registration.New(registration.Config{
+	d.reg = registration.New(registration.Config{
 		Store:       st,
-		Enrollments: d.catalog,
+		Enrollments: d.dir,
 		Hubs:        d.hubs,
 		Issuer:      certIssuer,
 		Verifier: &attestation.Verifier{
@@ -186,12 +211,45 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			return nil, fmt.Errorf("metrics listener: %w", err)
 		}
 	}
+	if cfg.Service != nil {
+		if err := d.buildService(); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return d, nil
 }
 
+// buildService makes the service operations endpoint and binds its listener.
+func (d *Daemon) buildService() error {
+	policies, err := loadPolicies(d.cfg)
+	if err != nil {
+		return err
+	}
+	ckey, err := continuationKey(d.cfg)
+	if err != nil {
+		return fmt.Errorf("service endpoint: %w", err)
+	}
+	var local []string
+	for _, h := range d.cfg.LinkedHubs {
+		if h.Driver == "local" {
+			local = append(local, h.HostName)
+		}
+	}
+	d.service = serviceapi.New(serviceapi.Config{
+		Directory: d.dir, Store: d.store, Hubs: local, Policies: policies,
+		HostNames:       append(append([]string{}, d.cfg.Device.HostNames...), d.cfg.Service.HostNames...),
+		ContinuationKey: ckey, Status: d.status, Skew: d.cfg.Service.SASClockSkew.Duration,
+		MaxBulkItems: d.cfg.Service.MaxBulkItems, Logger: d.log.With("endpoint", "service"),
+	})
+	if d.serviceLn, err = net.Listen("tcp", d.cfg.Service.Listen); err != nil {
+		return fmt.Errorf("service endpoint: %w", err)
+	}
+	return nil
+}
+
 // Service exposes the registration service (for in-process benchmarks and tests).
-func (d *Daemon) Service() *registration.Service { return d.service }
+func (d *Daemon) Service() *registration.Service { return d.reg }
 
 // IDScope is the instance's ID scope.
 func (d *Daemon) IDScope() string { return d.scope }
@@ -203,6 +261,9 @@ func (d *Daemon) Close() error {
 	}
 	if d.mln != nil {
 		d.mln.Close()
+	}
+	if d.serviceLn != nil {
+		d.serviceLn.Close()
 	}
 	err := d.closers.Close()
 	if d.store != nil {
@@ -232,38 +293,59 @@ func (d *Daemon) loadCAs(ctx context.Context, cat *catalog.File) (*cacert.Pool, 
 
 // Serve serves until ctx ends, then drains in-flight requests.
 func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
-	srv := &http.Server{
-		Handler:           https.NewHandler(d.service, d.cfg.Device.RetryAfterSeconds, d.log),
-		TLSConfig:         d.tls,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+	newServer := func(h http.Handler, timeout time.Duration) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			TLSConfig:         d.tls,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       timeout,
+			WriteTimeout:      timeout,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+		}
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(d.device, "", "") }()
+	type served struct {
+		name string
+		srv  *http.Server
+	}
+	var servers []served
+	errc := make(chan error, 2)
+	start := func(name string, srv *http.Server, ln net.Listener) {
+		servers = append(servers, served{name, srv})
+		go func() {
+			if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s endpoint: %w", name, err)
+			}
+		}()
+	}
+	start("device", newServer(https.NewHandler(d.reg, d.cfg.Device.RetryAfterSeconds, d.log), 30*time.Second), d.device)
+	addrs := map[string]string{"device": d.device.Addr().String(), "idScope": d.scope}
+	if d.service != nil {
+		// Bulk imports of thousands of enrollments take longer than a device call.
+		start("service", newServer(d.service, 5*time.Minute), d.serviceLn)
+		addrs["service"] = d.serviceLn.Addr().String()
+	}
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); d.pruneLoop(ctx) }()
+	go func() { defer wg.Done(); d.watchCatalog(ctx) }()
 
 	var msrv *http.Server
-	addrs := map[string]string{"device": d.device.Addr().String(), "idScope": d.scope}
 	if d.mln != nil {
 		msrv = &http.Server{Handler: d.metrics.Handler(d.ready), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 		go msrv.Serve(d.mln)
 		addrs["metrics"] = d.mln.Addr().String()
 	}
-	addr := addrs["device"]
 	if readyFile != "" {
 		data, _ := json.Marshal(addrs)
 		if err := pki.WriteFileAtomic(readyFile, data, 0o644); err != nil {
 			return fmt.Errorf("write ready file: %w", err)
 		}
 	}
-	d.log.Info("edgeprovd ready", "idScope", d.scope, "device", addr, "linkedHubs", len(d.hubs.Linked()), "version", Version)
+	d.log.Info("edgeprovd ready", "idScope", d.scope, "device", addrs["device"], "service", addrs["service"],
+		"linkedHubs", len(d.hubs.Linked()), "version", Version)
 
 	var err error
 	select {
@@ -273,41 +355,16 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	d.log.Info("edgeprovd stopping: draining in-flight requests")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if serr := srv.Shutdown(sctx); serr != nil {
-		d.log.Warn("shutdown", "error", serr)
+	for _, s := range servers {
+		if serr := s.srv.Shutdown(sctx); serr != nil {
+			d.log.Warn("shutdown", "endpoint", s.name, "error", serr)
+		}
 	}
 	if msrv != nil {
 		msrv.Shutdown(sctx)
 	}
 	wg.Wait()
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("device endpoint: %w", err)
-	}
-	return nil
-}
-
-// ReloadCatalog parses and validates the whole catalog file and swaps it in; on
-// any error the current catalog keeps serving.
-func (d *Daemon) ReloadCatalog() error {
-	if d.cfg.Catalog == "" {
-		return nil
-	}
-	f, err := catalog.Load(d.cfg.Path(d.cfg.Catalog))
-	d.metrics.Reloaded(err == nil)
-	if err != nil {
-		d.log.Error("catalog reload refused; the previous catalog keeps serving", "error", err)
-		return err
-	}
-	pool, err := d.loadCAs(context.Background(), f)
-	if err != nil {
-		d.log.Error("catalog reload refused; the previous catalog keeps serving", "error", err)
-		return err
-	}
-	d.cas.Swap(pool)
-	d.catalog.Swap(f)
-	d.log.Info("catalog reloaded", "file", f.Path, "enrollments", len(f.Individuals), "enrollmentGroups", len(f.Groups),
-		"caCertificates", pool.Len())
-	return nil
+	return err
 }
 
 // window builds a per-device limiter; -1 means none.

@@ -102,7 +102,7 @@ type Verifier struct {
 // Attest finds the enrollment the evidence proves membership of. hintGroup, when
 // set, is tried first (the group of the device's existing record). A SAS token
 // decides when present; otherwise a client certificate.
-func (v *Verifier) Attest(ctx context.Context, ev Evidence, set *enrollment.Set, hintGroup string) (*Result, error) {
+func (v *Verifier) Attest(ctx context.Context, ev Evidence, set enrollment.Lookup, hintGroup string) (*Result, error) {
 	now := v.now()
 	if !ev.NotExpiredAt.IsZero() {
 		now = ev.NotExpiredAt

@@ -4,6 +4,7 @@
 package catalog
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ type File struct {
 	// may name. Declaring one here trusts it: whoever controls the catalog
 	// file needs no proof of possession.
 	CertificateAuthorities []*CertificateAuthority `yaml:"-"`
+	// KeyFiles are the key files the catalog references (resolved paths), so
+	// that a watcher can follow them too.
+	KeyFiles []string `yaml:"-"`
 }
 
 // CertificateAuthority is a CA certificate declared in the catalog.
@@ -69,6 +73,7 @@ func Parse(path string, data []byte) (*File, error) {
 	}
 	dir := filepath.Dir(path)
 	var errs []error
+	var keyFiles []string
 	seenCA := map[string]int{}
 	for i, ca := range y.CertificateAuthorities {
 		p := fmt.Sprintf("certificateAuthorities[%d]", i)
@@ -90,7 +95,7 @@ func Parse(path string, data []byte) (*File, error) {
 			errs = append(errs, strictyaml.Errorf(p, "empty entry"))
 			continue
 		}
-		errs = append(errs, readKeyFile(dir, p, &e.Common)...)
+		errs = append(errs, readKeyFile(dir, p, &e.Common, &keyFiles)...)
 		errs = append(errs, readCertFiles(dir, p, &e.Common)...)
 		errs = append(errs, e.Validate(p))
 		k := dpsapi.NormalizeRegistrationID(e.RegistrationID)
@@ -106,7 +111,7 @@ func Parse(path string, data []byte) (*File, error) {
 			errs = append(errs, strictyaml.Errorf(p, "empty entry"))
 			continue
 		}
-		errs = append(errs, readKeyFile(dir, p, &g.Common)...)
+		errs = append(errs, readKeyFile(dir, p, &g.Common, &keyFiles)...)
 		errs = append(errs, readCertFiles(dir, p, &g.Common)...)
 		errs = append(errs, g.Validate(p))
 		k := strings.ToLower(g.EnrollmentGroupID)
@@ -119,7 +124,7 @@ func Parse(path string, data []byte) (*File, error) {
 		return nil, err
 	}
 	f := &File{Path: path, Individuals: nonNil(y.Enrollments), Groups: nonNil(y.EnrollmentGroups),
-		CertificateAuthorities: nonNil(y.CertificateAuthorities)}
+		CertificateAuthorities: nonNil(y.CertificateAuthorities), KeyFiles: keyFiles}
 	if f.Set, err = enrollment.NewSet(f.Individuals, f.Groups); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -128,7 +133,7 @@ func Parse(path string, data []byte) (*File, error) {
 
 // readKeyFile fills primaryKey/secondaryKey from keyFile: the primary key on the
 // first line, the secondary (optional) on the second.
-func readKeyFile(dir, path string, c *enrollment.Common) []error {
+func readKeyFile(dir, path string, c *enrollment.Common, files *[]string) []error {
 	sk := c.Attestation.SymmetricKey
 	if sk == nil || sk.KeyFile == "" {
 		return nil
@@ -141,6 +146,7 @@ func readKeyFile(dir, path string, c *enrollment.Common) []error {
 	if !filepath.IsAbs(name) {
 		name = filepath.Join(dir, name)
 	}
+	*files = append(*files, name)
 	data, err := os.ReadFile(name)
 	if err != nil {
 		return []error{strictyaml.Errorf(p, "%v", err)}
@@ -275,13 +281,22 @@ func NewSource(scope string, f *File) *Source {
 	return s
 }
 
-// Set implements registration.Enrollments.
+// Set returns the catalog's enrollments of scope, or nil.
 func (s *Source) Set(scope string) *enrollment.Set {
 	f := s.cur.Load()
 	if f == nil || !strings.EqualFold(scope, s.scope) {
 		return nil
 	}
 	return f.Set
+}
+
+// Lookup implements registration.Enrollments for a daemon whose only
+// enrollments are the catalog's.
+func (s *Source) Lookup(_ context.Context, scope, _ string) (enrollment.Lookup, error) {
+	if set := s.Set(scope); set != nil {
+		return set, nil
+	}
+	return nil, nil
 }
 
 // Swap installs a new catalog.

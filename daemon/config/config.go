@@ -28,9 +28,14 @@ type Config struct {
 	// edgeprovd init. Relative paths are relative to the config file.
 	StateDir string `yaml:"stateDir"`
 	// Catalog is the YAML enrollment catalog (optional).
-	Catalog    string     `yaml:"catalog,omitempty"`
-	Store      Store      `yaml:"store,omitempty"`
-	Device     Device     `yaml:"device"`
+	Catalog string `yaml:"catalog,omitempty"`
+	// CatalogReload says how the catalog follows edits of its file.
+	CatalogReload CatalogReload `yaml:"catalogReload,omitempty"`
+	Store         Store         `yaml:"store,omitempty"`
+	Device        Device        `yaml:"device"`
+	// Service is the service operations endpoint (DPS service REST API); it
+	// listens only when this section is present ("service: {}" for defaults).
+	Service    *Service   `yaml:"service,omitempty"`
 	Allocation Allocation `yaml:"allocation,omitempty"`
 	LinkedHubs []Hub      `yaml:"linkedHubs"`
 	Operations Operations `yaml:"operations,omitempty"`
@@ -74,6 +79,47 @@ type Device struct {
 	// SASClockSkew is how far past its expiry a device token is still accepted.
 	SASClockSkew Duration `yaml:"sasClockSkew,omitempty"`
 }
+
+// CatalogReload tunes the catalog's live reload.
+type CatalogReload struct {
+	// PollInterval is how often the catalog file (and its key files) are
+	// checked for changes; default 2s, 0s turns polling off (SIGHUP still reloads).
+	PollInterval Duration `yaml:"pollInterval,omitempty"`
+}
+
+// Service is the service operations endpoint.
+type Service struct {
+	// Listen is the HTTPS address, default ":9443". The server certificate is
+	// the instance's (made at init for device.hostNames).
+	Listen string `yaml:"listen,omitempty"`
+	// HostNames are accepted as the host of a token's sr, besides
+	// device.hostNames and the host the request was sent to.
+	HostNames []string `yaml:"hostNames,omitempty"`
+	// Policies are shared access policies besides provisioningserviceowner
+	// (made by init, every right).
+	Policies []Policy `yaml:"policies,omitempty"`
+	// MaxBulkItems bounds one bulk enrollment operation; default 10000.
+	MaxBulkItems int `yaml:"maxBulkItems,omitempty"`
+	// SASClockSkew is how far past its expiry a service token is accepted.
+	SASClockSkew Duration `yaml:"sasClockSkew,omitempty"`
+}
+
+// Policy is a shared access policy.
+type Policy struct {
+	Name string `yaml:"name"`
+	// KeyFile holds the base64 primary key on its first line and, optionally,
+	// a secondary key on its second. Relative to this file.
+	KeyFile string `yaml:"keyFile"`
+	// Rights: ServiceConfig, EnrollmentRead, EnrollmentWrite,
+	// RegistrationStatusRead, RegistrationStatusWrite.
+	Rights []string `yaml:"rights"`
+}
+
+// OwnerPolicy is the policy init creates, with every right.
+const OwnerPolicy = "provisioningserviceowner"
+
+// Rights are the shared access policy rights the service API checks.
+var Rights = []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}
 
 // Allocation holds the service-level allocation settings.
 type Allocation struct {
@@ -243,6 +289,20 @@ func (c *Config) defaults() {
 	if !th.AdmissionWait.set {
 		th.AdmissionWait.Duration = 10 * time.Second
 	}
+	if !c.CatalogReload.PollInterval.set {
+		c.CatalogReload.PollInterval.Duration = 2 * time.Second
+	}
+	if c.Service != nil {
+		if c.Service.Listen == "" {
+			c.Service.Listen = ":9443"
+		}
+		if c.Service.MaxBulkItems == 0 {
+			c.Service.MaxBulkItems = 10000
+		}
+		if !c.Service.SASClockSkew.set {
+			c.Service.SASClockSkew.Duration = 5 * time.Minute
+		}
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -301,6 +361,48 @@ func (c *Config) Validate() error {
 	}
 	if c.Device.SASClockSkew.Duration < 0 || c.Device.SASClockSkew.Duration > time.Hour {
 		bad("device.sasClockSkew", "must be between 0 and 1h")
+	}
+	if d := c.CatalogReload.PollInterval.Duration; d < 0 || (d > 0 && d < 100*time.Millisecond) {
+		bad("catalogReload.pollInterval", "must be 0s (off) or at least 100ms")
+	}
+	if s := c.Service; s != nil {
+		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+			bad("service.listen", "%q is not a host:port address", s.Listen)
+		}
+		if s.MaxBulkItems < 1 || s.MaxBulkItems > 100000 {
+			bad("service.maxBulkItems", "must be 1 to 100000")
+		}
+		if s.SASClockSkew.Duration < 0 || s.SASClockSkew.Duration > time.Hour {
+			bad("service.sasClockSkew", "must be between 0 and 1h")
+		}
+		seen := map[string]bool{strings.ToLower(OwnerPolicy): true}
+		for i, p := range s.Policies {
+			path := fmt.Sprintf("service.policies[%d]", i)
+			switch {
+			case p.Name == "":
+				bad(path+".name", "required")
+			case strings.EqualFold(p.Name, OwnerPolicy):
+				bad(path+".name", "%s is made by edgeprovd init (state/policies/%s.key); choose another name", OwnerPolicy, OwnerPolicy)
+			case seen[strings.ToLower(p.Name)]:
+				bad(path+".name", "policy %q is declared twice", p.Name)
+			}
+			seen[strings.ToLower(p.Name)] = true
+			if p.KeyFile == "" {
+				bad(path+".keyFile", "required (keys are never written in the config)")
+			}
+			if len(p.Rights) == 0 {
+				bad(path+".rights", "at least one right is required (%s)", strings.Join(Rights, ", "))
+			}
+			for j, r := range p.Rights {
+				ok := false
+				for _, known := range Rights {
+					ok = ok || strings.EqualFold(r, known)
+				}
+				if !ok {
+					bad(fmt.Sprintf("%s.rights[%d]", path, j), "unknown right %q (%s)", r, strings.Join(Rights, ", "))
+				}
+			}
+		}
 	}
 	switch c.Allocation.DefaultPolicy {
 	case enrollment.AllocationHashed, enrollment.AllocationStatic:

@@ -46,6 +46,7 @@ func TestLoad(t *testing.T) {
 		"fail/hub-missing-fields",
 		"fail/multiple-errors",
 		"fail/bad-store",
+		"fail/service-policies",
 	}
 	checkNoOrphans(t, tests)
 	for _, name := range tests {

@@ -1,11 +1,10 @@
 // Package ctl is edgeprovctl's command line. Commands that talk to a daemon go
-// through its service API client only; the ones here are local computations an
-// operator needs on a factory floor.
+// through its service API client (daemon/adminclient) only; keys derive and
+// sas are local computations an operator needs on a factory floor.
 package ctl
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeprov/edgeprov/daemon/dpsapi"
-	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
+	"github.com/spf13/cobra"
+
+	"github.com/edgeprov/edgeprov/daemon/adminclient"
 )
 
 // ExitError carries an exit code.
@@ -27,53 +27,116 @@ type ExitError struct {
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
 
-const usage = `edgeprovctl — operate edgeprov
-
-Usage:
-  edgeprovctl keys derive --group-key-file F --registration-id ID
-      print the device key derived from a symmetric-key group key
-  edgeprovctl sas --key-file F (--resource R | --scope S --registration-id ID) [--ttl 1h] [--key-name N]
-      mint a SharedAccessSignature token
-  edgeprovctl bench --addr HOST:PORT --ca-file F --id-scope S --group-key-file F [--devices N] [--concurrency C] [--poll-wait D] [--ceiling]
-      simulate N devices of a symmetric-key group, each over a fresh TLS connection; print a JSON summary
-  edgeprovctl version
-
-Keys are read from files, never from the command line. Run "edgeprovctl COMMAND --help" for flags.
-`
+// Exit codes.
+const (
+	ExitOK          = 0
+	ExitFail        = 1
+	ExitUsage       = 2
+	ExitConfig      = 3 // a key file, connection string or input file is unusable
+	ExitRefused     = 4 // the service refused the request
+	ExitUnreachable = 5
+)
 
 // Version is set at build time.
 var Version = "dev"
 
-// Main runs edgeprovctl.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return &ExitError{2, errors.New("no command")}
-	}
-	switch args[0] {
-	case "keys":
-		if len(args) < 2 || args[1] != "derive" {
-			fmt.Fprint(stderr, usage)
-			return &ExitError{2, errors.New("usage: edgeprovctl keys derive --group-key-file F --registration-id ID")}
-		}
-		return keysDerive(args[2:], stdout, stderr)
-	case "sas":
-		return mintSAS(args[1:], stdout, stderr)
-	case "bench":
-		return bench(ctx, args[1:], stdout, stderr)
-	case "bench-ceiling-server":
-		return ceilingServer(args[1:], stdout)
-	case "version":
-		fmt.Fprintln(stdout, "edgeprovctl", Version)
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprint(stderr, usage)
-	return &ExitError{2, fmt.Errorf("unknown command %q", args[0])}
+func usageErr(format string, args ...any) error {
+	return &ExitError{ExitUsage, fmt.Errorf(format, args...)}
 }
 
+// Main runs edgeprovctl.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return nil
+	}
+	var ee *ExitError
+	switch {
+	case errors.As(err, &ee):
+		return err
+	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"),
+		strings.HasPrefix(err.Error(), "unknown shorthand flag"), strings.Contains(err.Error(), "flag needs an argument"),
+		strings.HasPrefix(err.Error(), "invalid argument"), strings.HasPrefix(err.Error(), "required flag"):
+		return &ExitError{ExitUsage, err}
+	}
+	return classify(err)
+}
+
+// classify maps a client error to an exit code.
+func classify(err error) error {
+	var ae *adminclient.Error
+	if errors.As(err, &ae) {
+		return &ExitError{ExitRefused, err}
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	if strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such host") ||
+		strings.Contains(err.Error(), "i/o timeout") || strings.Contains(err.Error(), "certificate") {
+		return &ExitError{ExitUnreachable, err}
+	}
+	return &ExitError{ExitFail, err}
+}
+
+// globals are the flags every command that talks to a daemon shares.
+type globals struct {
+	connString, connFile, caFile, address, output string
+	timeout                                       time.Duration
+	stdout, stderr                                io.Writer
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "edgeprovctl",
+		Short: "Operate edgeprov: enrollments, registrations, the local hub registry, keys and health",
+		Long: `edgeprovctl operates an edgeprovd through its service API (the DPS service REST API).
+
+Connection: the service connection string that "edgeprovd init" printed, from
+--connection-string-file, $EDGEPROV_CONNECTION_STRING_FILE, $EDGEPROV_CONNECTION_STRING
+or --connection-string (the key is never required on the command line), and
+the daemon's CA certificate from --ca-file or $EDGEPROV_CA_FILE.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &ExitError{ExitUsage, err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.connString, "connection-string", "", "service connection string (prefer the file or the environment: it holds a key)")
+	pf.StringVar(&g.connFile, "connection-string-file", "", "file holding the service connection string (env EDGEPROV_CONNECTION_STRING_FILE)")
+	pf.StringVar(&g.caFile, "ca-file", "", "PEM CA certificate the daemon's TLS certificate chains to (env EDGEPROV_CA_FILE)")
+	pf.StringVar(&g.address, "address", "", "host:port to dial instead of the connection string's HostName")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "timeout of one request")
+	root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp
+	})
+
+	root.AddCommand(enrollmentCmd(g), groupCmd(g), registrationCmd(g), deviceCmd(g), importCmd(g), checkCmd(g),
+		keysCmd(g), sasCmd(g), benchCmd(g), versionCmd(g))
+	root.AddCommand(&cobra.Command{Use: "bench-ceiling-server", Hidden: true, DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error { return ceilingServer(args, g.stdout) }})
+	return root
+}
+
+// benchCmd is the load generator; it parses its own flags (edgeprovctl bench --help).
+func benchCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:                "bench --addr HOST:PORT --ca-file F --id-scope S --group-key-file F [--devices N] [--concurrency C] [--poll-wait D] [--ceiling]",
+		Short:              "Simulate N devices of a symmetric-key group against a device endpoint; print a JSON summary",
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench(cmd.Context(), args, g.stdout, g.stderr)
+		},
+	}
+}
+
+// flags and parse serve the commands that use the flag package (bench).
 func flags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("edgeprovctl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -83,74 +146,71 @@ func flags(name string, stderr io.Writer) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return &ExitError{0, err}
+			return &ExitError{ExitOK, err}
 		}
-		return &ExitError{2, err}
+		return &ExitError{ExitUsage, err}
 	}
 	return nil
 }
 
-func keysDerive(args []string, stdout, stderr io.Writer) error {
-	fs := flags("keys derive", stderr)
-	keyFile := fs.String("group-key-file", "", "file holding the base64 group key")
-	regID := fs.String("registration-id", "", "the device's registration ID")
-	if err := parse(fs, args); err != nil {
-		return err
+// client builds the service API client from the connection flags.
+func (g *globals) client() (*adminclient.Client, error) {
+	cs := g.connString
+	file := g.connFile
+	if file == "" {
+		file = os.Getenv("EDGEPROV_CONNECTION_STRING_FILE")
 	}
-	if err := dpsapi.ValidateRegistrationID(*regID); err != nil {
-		return &ExitError{2, err}
+	switch {
+	case cs != "":
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, &ExitError{ExitConfig, fmt.Errorf("connection string file: %w", err)}
+		}
+		cs = strings.TrimSpace(string(data))
+	default:
+		cs = os.Getenv("EDGEPROV_CONNECTION_STRING")
 	}
-	k, err := readKey(*keyFile)
+	if cs == "" {
+		return nil, usageErr("no connection string: give --connection-string-file, or set EDGEPROV_CONNECTION_STRING(_FILE)")
+	}
+	ca := g.caFile
+	if ca == "" {
+		ca = os.Getenv("EDGEPROV_CA_FILE")
+	}
+	c, err := adminclient.New(cs, adminclient.Options{CAFile: ca, Address: g.address, Timeout: g.timeout})
 	if err != nil {
-		return &ExitError{3, err}
+		return nil, &ExitError{ExitConfig, err}
 	}
-	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(sas.DeriveDeviceKey(k, *regID)))
+	return c, nil
+}
+
+func (g *globals) checkOutput() error {
+	if g.output != "table" && g.output != "json" {
+		return usageErr("--output must be table or json, not %q", g.output)
+	}
 	return nil
 }
 
-func mintSAS(args []string, stdout, stderr io.Writer) error {
-	fs := flags("sas", stderr)
-	keyFile := fs.String("key-file", "", "file holding the base64 key (device key or policy key)")
-	resource := fs.String("resource", "", "resource URI (sr), e.g. a host name for a service policy")
-	scope := fs.String("scope", "", "ID scope, for a device token")
-	regID := fs.String("registration-id", "", "registration ID, for a device token")
-	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
-	keyName := fs.String("key-name", "", `skn: "registration" for devices (the default with --scope), a policy name for the service API`)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	res, skn := *resource, *keyName
-	if res == "" {
-		if err := dpsapi.ValidateIDScope(*scope); err != nil {
-			return &ExitError{2, fmt.Errorf("give --resource, or --scope and --registration-id: %w", err)}
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr("usage: %s %s", cmd.CommandPath(), names)
 		}
-		if err := dpsapi.ValidateRegistrationID(*regID); err != nil {
-			return &ExitError{2, err}
-		}
-		res = sas.DeviceResource(*scope, *regID)
-		if skn == "" {
-			skn = sas.DeviceKeyName
-		}
+		return nil
 	}
-	if *ttl <= 0 {
-		return &ExitError{2, errors.New("--ttl must be positive")}
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) != 0 {
+		return usageErr("%s takes no arguments (got %q)", cmd.CommandPath(), args)
 	}
-	k, err := readKey(*keyFile)
-	if err != nil {
-		return &ExitError{3, err}
-	}
-	fmt.Fprintln(stdout, sas.Build(k, res, time.Now().Add(*ttl), skn))
 	return nil
 }
 
-func readKey(path string) ([]byte, error) {
-	if path == "" {
-		return nil, errors.New("a key file is required (keys are never taken from the command line)")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
-	return sas.DecodeKey(line)
+func versionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "version", Short: "Print the version", Args: noArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		fmt.Fprintln(g.stdout, "edgeprovctl", Version)
+		return nil
+	}}
 }

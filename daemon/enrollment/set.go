@@ -8,6 +8,27 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 )
 
+// Lookup is what the registration path asks of the enrollments of a scope. Set
+// implements it; so does the composite of the catalog and the store's
+// API-made enrollments.
+type Lookup interface {
+	// Individual returns the individual enrollment for a registration ID, or nil.
+	Individual(registrationID string) *Individual
+	// Group returns the group with the given ID, or nil.
+	Group(id string) *Group
+	// SymmetricKeyCandidates returns the symmetric-key groups a device with this
+	// registration ID may belong to, most specific first.
+	SymmetricKeyCandidates(registrationID string) []*Group
+	// X509GroupsBySubject returns the X.509 groups with a signing certificate
+	// whose subject is rawSubject (DER).
+	X509GroupsBySubject(rawSubject []byte) []*Group
+	// X509GroupsByCAName returns the X.509 groups whose caReferences name the
+	// CA certificate name.
+	X509GroupsByCAName(name string) []*Group
+}
+
+var _ Lookup = (*Set)(nil)
+
 // Set is an immutable, indexed snapshot of the enrollments of one ID scope.
 //
 // Finding a symmetric-key device's group. A SAS token does not say which group's
@@ -98,17 +119,28 @@ func NewSet(individuals []*Individual, groups []*Group) (*Set, error) {
 
 // Individual returns the individual enrollment for a registration ID, or nil.
 func (s *Set) Individual(registrationID string) *Individual {
+	if s == nil {
+		return nil
+	}
 	return s.individuals[dpsapi.NormalizeRegistrationID(registrationID)]
 }
 
 // Group returns the group with the given ID, or nil.
-func (s *Set) Group(id string) *Group { return s.groups[strings.ToLower(id)] }
+func (s *Set) Group(id string) *Group {
+	if s == nil {
+		return nil
+	}
+	return s.groups[strings.ToLower(id)]
+}
 
 // SymmetricKeyCandidates returns the symmetric-key groups a device with this
 // registration ID may belong to: prefix matches first (longest prefix first),
 // then the catch-all groups. A group is listed once, even when several of its
 // prefixes match.
 func (s *Set) SymmetricKeyCandidates(registrationID string) []*Group {
+	if s == nil {
+		return nil
+	}
 	id := dpsapi.NormalizeRegistrationID(registrationID)
 	var out []*Group
 	for i := len(s.prefixLens) - 1; i >= 0; i-- {
@@ -125,13 +157,28 @@ func (s *Set) SymmetricKeyCandidates(registrationID string) []*Group {
 }
 
 // Individuals returns the individual enrollments in catalog order.
-func (s *Set) Individuals() []*Individual { return s.orderInd }
+func (s *Set) Individuals() []*Individual {
+	if s == nil {
+		return nil
+	}
+	return s.orderInd
+}
 
 // Groups returns the groups in catalog order.
-func (s *Set) Groups() []*Group { return s.orderGroups }
+func (s *Set) Groups() []*Group {
+	if s == nil {
+		return nil
+	}
+	return s.orderGroups
+}
 
 // Len is the number of entries.
-func (s *Set) Len() int { return len(s.orderInd) + len(s.orderGroups) }
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.orderInd) + len(s.orderGroups)
+}
 
 func (s *Set) indexX509(g *Group) {
 	x := g.Attestation.X509
@@ -156,11 +203,17 @@ func (s *Set) indexX509(g *Group) {
 // whose subject is rawSubject (DER, as in x509.Certificate.RawIssuer of the
 // certificates it issued).
 func (s *Set) X509GroupsBySubject(rawSubject []byte) []*Group {
+	if s == nil {
+		return nil
+	}
 	return s.x509BySubject[string(rawSubject)]
 }
 
 // X509GroupsByCAName returns the X.509 groups whose caReferences name the CA
 // certificate name (case-insensitively).
 func (s *Set) X509GroupsByCAName(name string) []*Group {
+	if s == nil {
+		return nil
+	}
 	return s.x509ByCAName[strings.ToLower(name)]
 }

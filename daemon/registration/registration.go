@@ -26,9 +26,12 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
 
-// Enrollments gives the current enrollments of a scope (nil when it has none).
+// Enrollments finds what a scope's enrollments hold for one device: its
+// individual enrollment and the groups it may belong to. Lookup returns nil
+// (and no error) when the scope has no enrollments; an error only when they
+// could not be read.
 type Enrollments interface {
-	Set(scope string) *enrollment.Set
+	Lookup(ctx context.Context, scope, registrationID string) (enrollment.Lookup, error)
 }
 
 // TxDriver is an optional hub.Driver capability: a driver whose registry lives
@@ -460,7 +463,11 @@ func (s *Service) target(scope, regID string) (string, string, error) {
 }
 
 func (s *Service) attest(ctx context.Context, ev attestation.Evidence, hint string) (*attestation.Result, error) {
-	res, err := s.cfg.Verifier.Attest(ctx, ev, s.cfg.Enrollments.Set(ev.Scope), hint)
+	set, err := s.cfg.Enrollments.Lookup(ctx, ev.Scope, ev.RegistrationID)
+	if err != nil {
+		return nil, fmt.Errorf("look up enrollments of %s: %w", ev.RegistrationID, err)
+	}
+	res, err := s.cfg.Verifier.Attest(ctx, ev, set, hint)
 	if err != nil {
 		// The reason goes to the log only: the caller sees one answer.
 		s.log.LogAttrs(ctx, slog.LevelInfo, "attestation refused", slog.String("scope", ev.Scope),

@@ -1,5 +1,6 @@
 // Package store is edgeprov's storage contract: the instance, device operations,
-// registration records and the identities of the embedded hub. Every record is
+// registration records, the enrollments made through the service API and the
+// identities of the embedded hub. Every record is
 // keyed by ID scope so that one daemon can serve several instances.
 //
 // Implementations: bolt (embedded default) and, later, PostgreSQL. Both pass
@@ -24,10 +25,11 @@ var (
 )
 
 // SchemaVersion is the layout version this build reads and writes; Open refuses
-// a store written by a newer version.
+// a store written by a newer version and migrates older ones explicitly.
 //
 // 2: CA certificates (bolt: a new bucket; postgres: migration 2).
-const SchemaVersion = 2
+// 3: enrollments made through the service API (bolt: two buckets; postgres: migration 3).
+const SchemaVersion = 3
 
 // Store is the storage contract.
 type Store interface {
@@ -59,6 +61,18 @@ type Tx interface {
 	// Records lists records of a scope in registration ID order, starting after
 	// the given ID, at most limit (0: no limit).
 	Records(scope, after string, limit int) ([]*Record, error)
+
+	// Enrollment returns an enrollment made through the service API; id is the
+	// normalized (lower-case) registration ID or enrollment group ID.
+	Enrollment(scope string, kind EnrollmentKind, id string) (*Enrollment, error)
+	// PutEnrollment creates or replaces an enrollment (conditions on etags are
+	// the caller's, inside the same transaction).
+	PutEnrollment(e *Enrollment) error
+	// DeleteEnrollment removes an enrollment; ErrNotFound if there is none.
+	DeleteEnrollment(scope string, kind EnrollmentKind, id string) error
+	// Enrollments lists a scope's enrollments of one kind in ID order, starting
+	// after the given ID, at most limit (0: no limit).
+	Enrollments(scope string, kind EnrollmentKind, after string, limit int) ([]*Enrollment, error)
 
 	Identity(hub, deviceID string) (*Identity, error)
 	PutIdentity(id *Identity) error
@@ -113,6 +127,27 @@ type Record struct {
 	// CertificateInfo describes the certificate of an individual X.509
 	// enrollment's device.
 	CertificateInfo *dpsapi.X509CertificateInfo `json:"certificateInfo,omitempty"`
+}
+
+// EnrollmentKind says whether an Enrollment is individual or a group.
+type EnrollmentKind string
+
+// Enrollment kinds.
+const (
+	KindIndividual EnrollmentKind = "individual"
+	KindGroup      EnrollmentKind = "group"
+)
+
+// Enrollment is an individual enrollment or enrollment group made through the
+// service API. The store keeps the model's JSON opaque (Data), so its shape can
+// grow without a schema change here.
+type Enrollment struct {
+	Scope string         `json:"scope"`
+	Kind  EnrollmentKind `json:"kind"`
+	// ID is the normalized registration ID or enrollment group ID (lower case).
+	ID   string          `json:"id"`
+	ETag string          `json:"etag"`
+	Data json.RawMessage `json:"data"`
 }
 
 // Identity is a device identity in the embedded (local) hub's registry.

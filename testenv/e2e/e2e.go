@@ -106,6 +106,8 @@ type Daemon struct {
 	DeviceAddr string
 	// MetricsAddr is host:port of the metrics listener.
 	MetricsAddr string
+	// ServiceAddr is host:port of the service endpoint (Options.Service).
+	ServiceAddr string
 	CACert      string
 	env         []string
 	cmd         *exec.Cmd
@@ -122,11 +124,15 @@ type Options struct {
 	Hubs string
 	// Store is the store block's YAML (indented two spaces); default: bolt.
 	Store string
-	// Extra is appended to the config (top-level YAML: issuingCA, secrets).
+	// Extra is appended to the config (top-level YAML: issuingCA, secrets, ...).
 	Extra string
 	// Env is added to the environment of every edgeprovd run (e.g. a
 	// softhsm.Env's EnvVar()).
 	Env []string
+	// Service turns the service endpoint on (on an ephemeral port);
+	// ServiceYAML adds lines under service: (indented by two spaces).
+	Service     bool
+	ServiceYAML string
 }
 
 // DefaultHubs are two local hubs.
@@ -155,6 +161,10 @@ func NewDaemon(t testing.TB, opts Options) *Daemon {
 	if opts.Store != "" {
 		storeBlock = "store:\n" + opts.Store
 	}
+	service := ""
+	if opts.Service {
+		service = "service:\n  listen: 127.0.0.1:0\n" + opts.ServiceYAML
+	}
 	write(t, d.Config, fmt.Sprintf(`version: 1
 stateDir: state
 %s
@@ -162,11 +172,12 @@ stateDir: state
 device:
   listen: 127.0.0.1:0
   hostNames: [localhost, 127.0.0.1]
+%s
 linkedHubs:%s
 metrics: {listen: 127.0.0.1:0}
 log: {level: debug}
 %s
-`, catalogLine, storeBlock, opts.Hubs, opts.Extra))
+`, catalogLine, storeBlock, service, opts.Hubs, opts.Extra))
 	r := Run(t, d.env, "edgeprovd", "init", "--config", d.Config)
 	if r.Code != 0 {
 		t.Fatalf("edgeprovd init: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
@@ -234,11 +245,11 @@ func (d *Daemon) Start(t testing.TB) {
 	for {
 		data, err := os.ReadFile(ready)
 		if err == nil {
-			var r struct{ Device, IDScope, Metrics string }
+			var r struct{ Device, Service, IDScope, Metrics string }
 			if err := json.Unmarshal(data, &r); err != nil {
 				t.Fatal(err)
 			}
-			d.DeviceAddr, d.IDScope, d.MetricsAddr = r.Device, r.IDScope, r.Metrics
+			d.DeviceAddr, d.ServiceAddr, d.IDScope, d.MetricsAddr = r.Device, r.Service, r.IDScope, r.Metrics
 			return
 		}
 		select {
@@ -316,6 +327,35 @@ func (d *Daemon) Log() string { return d.log.String() }
 func (d *Daemon) Run(t testing.TB, args ...string) Result {
 	t.Helper()
 	return Run(t, d.env, "edgeprovd", args...)
+}
+
+// PolicyKey is the base64 key of the provisioningserviceowner policy.
+func (d *Daemon) PolicyKey(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(d.StateDir, "policies", "provisioningserviceowner.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// ConnectionString is the owner policy's service connection string for host
+// (e.g. "localhost" for the stock SDK, or ServiceAddr for edgeprovctl).
+func (d *Daemon) ConnectionString(t testing.TB, host string) string {
+	return "HostName=" + host + ";SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=" + d.PolicyKey(t)
+}
+
+// ServicePort is the service endpoint's port.
+func (d *Daemon) ServicePort() string {
+	return d.ServiceAddr[strings.LastIndexByte(d.ServiceAddr, ':')+1:]
+}
+
+// Signal sends sig to the running daemon.
+func (d *Daemon) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Port is the device endpoint's port.

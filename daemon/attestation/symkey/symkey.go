@@ -37,7 +37,7 @@ type Match struct {
 
 // Verify checks tok for the device (scope, registrationID) against the
 // individual enrollment of that ID, else the candidate groups (hintGroup first).
-func (v *Verifier) Verify(scope, registrationID string, tok *sas.Token, now time.Time, set *enrollment.Set, hintGroup string) (*Match, error) {
+func (v *Verifier) Verify(scope, registrationID string, tok *sas.Token, now time.Time, set enrollment.Lookup, hintGroup string) (*Match, error) {
 	if !strings.EqualFold(tok.Resource, sas.DeviceResource(scope, registrationID)) {
 		return nil, fmt.Errorf("%w: token resource %q names another device or scope", ErrNoMatch, tok.Resource)
 	}

@@ -80,7 +80,7 @@ var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
 // Verify checks the chain chain (leaf first, as sent) of the device
 // (scope, registrationID) at time now against set. hintGroup, when set, is
 // tried first among the candidate groups.
-func (v *Verifier) Verify(scope, registrationID string, chain []*x509.Certificate, now time.Time, set *enrollment.Set, hintGroup string) (*Match, error) {
+func (v *Verifier) Verify(scope, registrationID string, chain []*x509.Certificate, now time.Time, set enrollment.Lookup, hintGroup string) (*Match, error) {
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("%w: no certificate", ErrNoMatch)
 	}
@@ -157,7 +157,7 @@ type candidate struct {
 	caName string
 }
 
-func (v *Verifier) candidates(scope string, chain []*x509.Certificate, set *enrollment.Set, hintGroup string) []candidate {
+func (v *Verifier) candidates(scope string, chain []*x509.Certificate, set enrollment.Lookup, hintGroup string) []candidate {
 	var out []candidate
 	add := func(c candidate) {
 		if !slices.Contains(out, c) {
@@ -192,7 +192,7 @@ func (v *Verifier) candidates(scope string, chain []*x509.Certificate, set *enro
 	return out
 }
 
-func (v *Verifier) matchGroup(scope string, chain []*x509.Certificate, now time.Time, set *enrollment.Set, hintGroup string) (*Match, error) {
+func (v *Verifier) matchGroup(scope string, chain []*x509.Certificate, now time.Time, set enrollment.Lookup, hintGroup string) (*Match, error) {
 	cands := v.candidates(scope, chain, set, hintGroup)
 	if len(cands) == 0 {
 		return nil, fmt.Errorf("%w: no enrollment group trusts an issuer of the chain", ErrNoMatch)

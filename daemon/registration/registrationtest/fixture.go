@@ -4,6 +4,7 @@
 package registrationtest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"path/filepath"
@@ -86,11 +87,11 @@ func (h *Hubs) Set(l []*hub.Linked) { h.v.Store(&l) }
 
 type sets struct{ s *enrollment.Set }
 
-func (s sets) Set(scope string) *enrollment.Set {
+func (s sets) Lookup(_ context.Context, scope, _ string) (enrollment.Lookup, error) {
 	if scope == Scope {
-		return s.s
+		return s.s, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // Options add to the fixture.

@@ -26,6 +26,8 @@ var (
 	bucketRecords    = []byte("records")
 	bucketIdentities = []byte("identities")
 	bucketCAs        = []byte("caCertificates")
+	bucketIndividual = []byte("enrollments")
+	bucketGroups     = []byte("enrollmentGroups")
 	keySchema        = []byte("schemaVersion")
 	keyInstance      = []byte("instance")
 )
@@ -60,7 +62,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	db.MaxBatchDelay = opts.BatchDelay
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities, bucketCAs} {
+		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities, bucketCAs, bucketIndividual, bucketGroups} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -78,7 +80,8 @@ func Open(path string, opts Options) (*Store, error) {
 			return fmt.Errorf("store schema version %d is newer than this edgeprovd supports (%d): upgrade edgeprovd", n, store.SchemaVersion)
 		}
 		if n < store.SchemaVersion {
-			// Every migration so far only adds buckets, created above.
+			// Every migration so far only adds buckets, created above. Writing
+			// the new version keeps an older edgeprovd from ignoring what they hold.
 			return meta.Put(keySchema, []byte(strconv.Itoa(store.SchemaVersion)))
 		}
 		return nil
@@ -216,6 +219,97 @@ func (t *txn) Records(scope, after string, limit int) ([]*store.Record, error) {
 	return out, err
 }
 
+func enrollmentBucket(tx *bbolt.Tx, kind store.EnrollmentKind) (*bbolt.Bucket, error) {
+	var b *bbolt.Bucket
+	switch kind {
+	case store.KindIndividual:
+		b = tx.Bucket(bucketIndividual)
+	case store.KindGroup:
+		b = tx.Bucket(bucketGroups)
+	default:
+		return nil, fmt.Errorf("unknown enrollment kind %q", kind)
+	}
+	// Imports write IDs mostly in order; bbolt's default split at half a page
+	// would leave the file twice as large as its data.
+	b.FillPercent = 0.9
+	return b, nil
+}
+
+// Enrollment values are "etag\ndata": the data is the model's JSON, kept opaque,
+// and is not scanned twice on the registration path.
+func encodeEnrollment(e *store.Enrollment) ([]byte, error) {
+	if strings.ContainsRune(e.ETag, '\n') {
+		return nil, fmt.Errorf("enrollment %s: etag contains a newline", e.ID)
+	}
+	v := make([]byte, 0, len(e.ETag)+1+len(e.Data))
+	v = append(append(append(v, e.ETag...), '\n'), e.Data...)
+	return v, nil
+}
+
+func decodeEnrollment(scope string, kind store.EnrollmentKind, id string, v []byte) (*store.Enrollment, error) {
+	i := bytes.IndexByte(v, '\n')
+	if i < 0 {
+		return nil, fmt.Errorf("enrollment %s: corrupt value", id)
+	}
+	return &store.Enrollment{Scope: scope, Kind: kind, ID: id, ETag: string(v[:i]), Data: bytes.Clone(v[i+1:])}, nil
+}
+
+func (t *txn) Enrollment(scope string, kind store.EnrollmentKind, id string) (*store.Enrollment, error) {
+	b, err := enrollmentBucket(t.tx, kind)
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get(key(scope, id))
+	if v == nil {
+		return nil, fmt.Errorf("%s enrollment %s: %w", kind, id, store.ErrNotFound)
+	}
+	return decodeEnrollment(scope, kind, id, v)
+}
+
+func (t *txn) PutEnrollment(e *store.Enrollment) error {
+	b, err := enrollmentBucket(t.tx, e.Kind)
+	if err != nil {
+		return err
+	}
+	if e.ID == "" || e.Scope == "" {
+		return fmt.Errorf("enrollment without scope or ID")
+	}
+	v, err := encodeEnrollment(e)
+	if err != nil {
+		return err
+	}
+	return b.Put(key(e.Scope, e.ID), v)
+}
+
+func (t *txn) DeleteEnrollment(scope string, kind store.EnrollmentKind, id string) error {
+	b, err := enrollmentBucket(t.tx, kind)
+	if err != nil {
+		return err
+	}
+	k := key(scope, id)
+	if b.Get(k) == nil {
+		return fmt.Errorf("%s enrollment %s: %w", kind, id, store.ErrNotFound)
+	}
+	return b.Delete(k)
+}
+
+func (t *txn) Enrollments(scope string, kind store.EnrollmentKind, after string, limit int) ([]*store.Enrollment, error) {
+	b, err := enrollmentBucket(t.tx, kind)
+	if err != nil {
+		return nil, err
+	}
+	var out []*store.Enrollment
+	err = scanKV(b, scope, after, limit, func(k, v []byte) error {
+		e, err := decodeEnrollment(scope, kind, string(k[len(scope)+1:]), v)
+		if err != nil {
+			return err
+		}
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
 func (t *txn) Identity(hub, deviceID string) (*store.Identity, error) {
 	var id store.Identity
 	if err := getJSON(t.tx.Bucket(bucketIdentities), key(hub, deviceID), &id); err != nil {
@@ -286,6 +380,11 @@ func (t *txn) CACertificates(scope string) ([]*store.CACertificate, error) {
 
 // scan visits the values under prefix, in key order, after the given suffix.
 func scan(b *bbolt.Bucket, prefix, after string, limit int, fn func([]byte) error) error {
+	return scanKV(b, prefix, after, limit, func(_, v []byte) error { return fn(v) })
+}
+
+// scanKV is scan with the keys.
+func scanKV(b *bbolt.Bucket, prefix, after string, limit int, fn func(k, v []byte) error) error {
 	p := []byte(prefix + "\x00")
 	c := b.Cursor()
 	var k, v []byte
@@ -303,7 +402,7 @@ func scan(b *bbolt.Bucket, prefix, after string, limit int, fn func([]byte) erro
 		if limit > 0 && n == limit {
 			break
 		}
-		if err := fn(v); err != nil {
+		if err := fn(k, v); err != nil {
 			return fmt.Errorf("decode %q: %w", k, err)
 		}
 		n++

@@ -3,6 +3,7 @@ package bolt
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -55,4 +56,40 @@ func TestPersistsAcrossReopen(t *testing.T) {
 	if inst, err := s.Instance(context.Background()); err != nil || inst.IDScope != "0ne00ABCDEF" {
 		t.Fatalf("Instance after reopen = %+v, %v", inst, err)
 	}
+}
+
+// A version-1 store (no enrollment buckets) is migrated on open.
+func TestOpenMigratesSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edgeprov.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return b.Put(keySchema, []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Update(context.Background(), func(tx store.Tx) error {
+		return tx.PutEnrollment(&store.Enrollment{Scope: "0ne00ABCDEF", Kind: store.KindGroup, ID: "g", ETag: `"1"`, Data: []byte(`{}`)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.db.View(func(tx *bbolt.Tx) error {
+		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != strconv.Itoa(store.SchemaVersion) {
+			t.Errorf("schema version after migration = %q, want %d", v, store.SchemaVersion)
+		}
+		return nil
+	})
 }

@@ -269,6 +269,74 @@ func (t *txn) Records(scope, after string, limit int) ([]*store.Record, error) {
 	return out, err
 }
 
+func (t *txn) Enrollment(scope string, kind store.EnrollmentKind, id string) (*store.Enrollment, error) {
+	e := &store.Enrollment{Scope: scope, Kind: kind, ID: id}
+	err := t.tx.QueryRow(t.ctx, "SELECT etag, body FROM enrollments WHERE scope=$1 AND kind=$2 AND id=$3", scope, string(kind), id).Scan(&e.ETag, &e.Data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%s enrollment %s: %w", kind, id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s enrollment %s: %w", kind, id, err)
+	}
+	return e, nil
+}
+
+func checkKind(kind store.EnrollmentKind) error {
+	if kind != store.KindIndividual && kind != store.KindGroup {
+		return fmt.Errorf("unknown enrollment kind %q", kind)
+	}
+	return nil
+}
+
+func (t *txn) PutEnrollment(e *store.Enrollment) error {
+	if err := checkKind(e.Kind); err != nil {
+		return err
+	}
+	if e.ID == "" || e.Scope == "" {
+		return fmt.Errorf("enrollment without scope or ID")
+	}
+	_, err := t.tx.Exec(t.ctx, `INSERT INTO enrollments (scope, kind, id, etag, body) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (scope, kind, id) DO UPDATE SET etag = EXCLUDED.etag, body = EXCLUDED.body`, e.Scope, string(e.Kind), e.ID, e.ETag, []byte(e.Data))
+	return wrap("put enrollment", err)
+}
+
+func (t *txn) DeleteEnrollment(scope string, kind store.EnrollmentKind, id string) error {
+	tag, err := t.tx.Exec(t.ctx, "DELETE FROM enrollments WHERE scope=$1 AND kind=$2 AND id=$3", scope, string(kind), id)
+	if err != nil {
+		return wrap("delete enrollment", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s enrollment %s: %w", kind, id, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (t *txn) Enrollments(scope string, kind store.EnrollmentKind, after string, limit int) ([]*store.Enrollment, error) {
+	if err := checkKind(kind); err != nil {
+		return nil, err
+	}
+	q := "SELECT id, etag, body FROM enrollments WHERE scope=$1 AND kind=$2 AND id > $3 ORDER BY id"
+	args := []any{scope, string(kind), after}
+	if limit > 0 {
+		q += " LIMIT $4"
+		args = append(args, limit)
+	}
+	rows, err := t.tx.Query(t.ctx, q, args...)
+	if err != nil {
+		return nil, wrap("list enrollments", err)
+	}
+	defer rows.Close()
+	var out []*store.Enrollment
+	for rows.Next() {
+		e := &store.Enrollment{Scope: scope, Kind: kind}
+		if err := rows.Scan(&e.ID, &e.ETag, &e.Data); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 func (t *txn) Identity(hub, deviceID string) (*store.Identity, error) {
 	var id store.Identity
 	if err := t.get("device "+deviceID+" on "+hub, "SELECT body FROM identities WHERE hub=$1 AND device_id=$2", &id, hub, deviceID); err != nil {

@@ -25,6 +25,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"records/scoped", testRecordsScoped},
 		{"identities", testIdentities},
 		{"ca-certificates", testCACertificates},
+		{"enrollments", testEnrollments},
+		{"enrollments/kinds-and-scopes", testEnrollmentsIsolated},
 		{"update/rollback", testRollback},
 		{"update/concurrent", testConcurrent},
 		{"prune", testPrune},
@@ -229,6 +231,107 @@ func testCACertificates(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+}
+
+func testEnrollments(t *testing.T, s store.Store) {
+	const scope = "0ne00ABCDEF"
+	for _, id := range []string{"dev-3", "dev-1", "dev-2"} {
+		e := &store.Enrollment{Scope: scope, Kind: store.KindIndividual, ID: id, ETag: `"etag-` + id + `"`,
+			Data: []byte(`{"registrationId":"` + id + `","attestation":{"type":"symmetricKey"}}`)}
+		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutEnrollment(e) })
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		e, err := tx.Enrollment(scope, store.KindIndividual, "dev-2")
+		if err != nil || e.ETag != `"etag-dev-2"` || e.ID != "dev-2" || e.Scope != scope || e.Kind != store.KindIndividual ||
+			string(e.Data) != `{"registrationId":"dev-2","attestation":{"type":"symmetricKey"}}` {
+			return fmt.Errorf("enrollment = %+v, %v", e, err)
+		}
+		if _, err := tx.Enrollment(scope, store.KindIndividual, "dev-9"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("missing enrollment: %v, want ErrNotFound", err)
+		}
+		all, err := tx.Enrollments(scope, store.KindIndividual, "", 0)
+		if err != nil || len(all) != 3 || all[0].ID != "dev-1" || all[2].ID != "dev-3" || all[1].ETag != `"etag-dev-2"` {
+			return fmt.Errorf("enrollments = %v, %v; want dev-1..3 in order", enrollmentIDs(all), err)
+		}
+		page, err := tx.Enrollments(scope, store.KindIndividual, "dev-1", 1)
+		if err != nil || len(page) != 1 || page[0].ID != "dev-2" {
+			return fmt.Errorf("enrollments after dev-1 limit 1 = %v, %v", enrollmentIDs(page), err)
+		}
+		// "after" need not exist.
+		page, err = tx.Enrollments(scope, store.KindIndividual, "dev-15", 0)
+		if err != nil || len(page) != 2 || page[0].ID != "dev-2" {
+			return fmt.Errorf("enrollments after dev-15 = %v, %v", enrollmentIDs(page), err)
+		}
+		return nil
+	})
+	// Replace, then delete.
+	mustUpdate(t, s, func(tx store.Tx) error {
+		return tx.PutEnrollment(&store.Enrollment{Scope: scope, Kind: store.KindIndividual, ID: "dev-1", ETag: `"v2"`, Data: []byte(`{}`)})
+	})
+	mustUpdate(t, s, func(tx store.Tx) error {
+		e, err := tx.Enrollment(scope, store.KindIndividual, "dev-1")
+		if err != nil || e.ETag != `"v2"` || string(e.Data) != `{}` {
+			return fmt.Errorf("replaced enrollment = %+v, %v", e, err)
+		}
+		if err := tx.DeleteEnrollment(scope, store.KindIndividual, "dev-1"); err != nil {
+			return err
+		}
+		if err := tx.DeleteEnrollment(scope, store.KindIndividual, "dev-1"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("second delete: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	mustView(t, s, func(tx store.Tx) error {
+		all, err := tx.Enrollments(scope, store.KindIndividual, "", 0)
+		if err != nil || len(all) != 2 {
+			return fmt.Errorf("after delete: %v, %v", enrollmentIDs(all), err)
+		}
+		return nil
+	})
+}
+
+func testEnrollmentsIsolated(t *testing.T, s store.Store) {
+	put := func(scope string, kind store.EnrollmentKind, id string) {
+		e := &store.Enrollment{Scope: scope, Kind: kind, ID: id, ETag: `"` + scope + string(kind) + `"`, Data: []byte(`{"k":"` + string(kind) + `"}`)}
+		mustUpdate(t, s, func(tx store.Tx) error { return tx.PutEnrollment(e) })
+	}
+	put("0ne00000001", store.KindIndividual, "same")
+	put("0ne00000001", store.KindGroup, "same")
+	put("0ne00000002", store.KindIndividual, "same")
+	mustView(t, s, func(tx store.Tx) error {
+		g, err := tx.Enrollment("0ne00000001", store.KindGroup, "same")
+		if err != nil || string(g.Data) != `{"k":"group"}` {
+			return fmt.Errorf("group = %+v, %v", g, err)
+		}
+		for _, sc := range []string{"0ne00000001", "0ne00000002"} {
+			all, err := tx.Enrollments(sc, store.KindIndividual, "", 0)
+			if err != nil || len(all) != 1 || all[0].Scope != sc {
+				return fmt.Errorf("individuals(%s) = %v, %v", sc, enrollmentIDs(all), err)
+			}
+		}
+		if gs, err := tx.Enrollments("0ne00000002", store.KindGroup, "", 0); err != nil || len(gs) != 0 {
+			return fmt.Errorf("groups of scope 2 = %v, %v; want none", enrollmentIDs(gs), err)
+		}
+		if _, err := tx.Enrollment("0ne00000001", "bogus", "same"); err == nil {
+			return fmt.Errorf("unknown kind accepted")
+		}
+		return nil
+	})
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.DeleteEnrollment("0ne00000001", store.KindIndividual, "same") })
+	mustView(t, s, func(tx store.Tx) error {
+		if _, err := tx.Enrollment("0ne00000001", store.KindGroup, "same"); err != nil {
+			return fmt.Errorf("group gone with the individual of the same ID: %v", err)
+		}
+		return nil
+	})
+}
+
+func enrollmentIDs(es []*store.Enrollment) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.ID)
+	}
+	return out
 }
 
 func testRollback(t *testing.T, s store.Store) {
