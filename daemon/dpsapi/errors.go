@@ -9,6 +9,7 @@ const (
 	CodeInvalidBody         = 400004 // malformed JSON or wrong field types
 	CodeIDMismatch          = 400005 // registration ID in body differs from path
 	CodeInvalidCSR          = 400006 // csr not allowed, malformed, bad signature or subject
+	CodeInvalidAttestation  = 400007 // malformed TPM EK/SRK or EK certificate
 	CodeNoHub               = 400208 // no linked hub available (C SDK knows it)
 	CodeHubUnauthorized     = 400209 // the linked hub refused the device (C SDK knows it)
 	CodeAllocationFailed    = 400210

@@ -55,6 +55,10 @@ type DeviceRegistration struct {
 type TPMAttestation struct {
 	EndorsementKey string `json:"endorsementKey"`
 	StorageRootKey string `json:"storageRootKey,omitempty"`
+	// EndorsementKeyCertificate is an edgeprov extension: the base64 DER EK
+	// certificate from the TPM's NV index 0x01c00002, by which a device proves
+	// membership of a TPM enrollment group. DPS has no such field.
+	EndorsementKeyCertificate string `json:"endorsementKeyCertificate,omitempty"`
 }
 
 // RegistrationOperationStatus answers register and operation polls.
@@ -137,7 +141,8 @@ type TPMRegistrationResult struct {
 	AuthenticationKey string `json:"authenticationKey"`
 }
 
-// TPMChallenge is the body of the 401 that starts TPM attestation.
+// TPMChallenge is what the 401 that starts TPM attestation adds to the error
+// body; keyName becomes the skn of the C SDK's token.
 type TPMChallenge struct {
 	AuthenticationKey string `json:"authenticationKey"`
 	KeyName           string `json:"keyName"`

@@ -150,3 +150,29 @@ func BenchmarkParseAndVerify(b *testing.B) {
 }
 
 const wantDerived = "fsdqlFN4ByYYXr/LGuXen0znvdGfwNpiAcDmqFnpmek="
+
+// TestBuildWithMAC checks the signing hook TPM and HSM keys use: it is
+// handed exactly the string to sign, its MAC becomes sig, and its error is
+// returned.
+func TestBuildWithMAC(t *testing.T) {
+	exp := time.Unix(1795646830, 0)
+	res := url.QueryEscape(DeviceResource("0ne00ABCDEF", "my-device-01"))
+	var signed []byte
+	tok, err := BuildWithMAC(func(s []byte) ([]byte, error) {
+		signed = bytes.Clone(s)
+		return Sign(testKey, res, "1795646830"), nil
+	}, res, exp, DeviceKeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(signed) != "0ne00ABCDEF%2Fregistrations%2Fmy-device-01\n1795646830" {
+		t.Fatalf("signed %q", signed)
+	}
+	if want := Build(testKey, res, exp, DeviceKeyName); tok != want {
+		t.Fatalf("BuildWithMAC = %q, Build = %q", tok, want)
+	}
+	boom := errors.New("TPM says no")
+	if tok, err := BuildWithMAC(func([]byte) ([]byte, error) { return nil, boom }, res, exp, ""); !errors.Is(err, boom) || tok != "" {
+		t.Fatalf("BuildWithMAC with a failing signer = %q, %v", tok, err)
+	}
+}
