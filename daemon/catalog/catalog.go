@@ -97,6 +97,7 @@ func Parse(path string, data []byte) (*File, error) {
 		}
 		errs = append(errs, readKeyFile(dir, p, &e.Common, &keyFiles)...)
 		errs = append(errs, readCertFiles(dir, p, &e.Common)...)
+		errs = append(errs, readEKCAFiles(dir, p, &e.Common)...)
 		errs = append(errs, e.Validate(p))
 		k := dpsapi.NormalizeRegistrationID(e.RegistrationID)
 		if j, dup := seen[k]; dup && k != "" {
@@ -113,6 +114,7 @@ func Parse(path string, data []byte) (*File, error) {
 		}
 		errs = append(errs, readKeyFile(dir, p, &g.Common, &keyFiles)...)
 		errs = append(errs, readCertFiles(dir, p, &g.Common)...)
+		errs = append(errs, readEKCAFiles(dir, p, &g.Common)...)
 		errs = append(errs, g.Validate(p))
 		k := strings.ToLower(g.EnrollmentGroupID)
 		if j, dup := seenG[k]; dup && k != "" {
@@ -231,6 +233,32 @@ func (ca *CertificateAuthority) load(dir, path string) []error {
 		return append(errs, strictyaml.Errorf(path+".certificate", "%q is not a CA certificate (basicConstraints CA:TRUE and keyCertSign are needed)", cert.Subject.String()))
 	}
 	ca.Cert = cert
+	return errs
+}
+
+// readEKCAFiles adds the PEM files named by a TPM group's ekCACertificateFiles
+// to its ekCACertificates, where Validate parses them.
+func readEKCAFiles(dir, path string, c *enrollment.Common) []error {
+	t := c.Attestation.TPM
+	if t == nil {
+		return nil
+	}
+	var errs []error
+	for i, name := range t.EKCACertificateFiles {
+		p := fmt.Sprintf("%s.attestation.tpm.ekCACertificateFiles[%d]", path, i)
+		data, err := readPEMFile(dir, name)
+		if err != nil {
+			errs = append(errs, strictyaml.Errorf(p, "%v", err))
+			continue
+		}
+		// Checked here so that an error names the file's line, not a list
+		// entry the file became.
+		if _, err := enrollment.ParseCACertificates([]byte(data)); err != nil {
+			errs = append(errs, strictyaml.Errorf(p, "%s: %v", name, err))
+			continue
+		}
+		t.EKCACertificates = append(t.EKCACertificates, data)
+	}
 	return errs
 }
 

@@ -27,6 +27,7 @@ func TestLoad(t *testing.T) {
 		"ok/keyfile-two-keys",
 		"ok/empty-lists",
 		"ok/x509",
+		"ok/tpm-group",
 
 		"fail/syntax",
 		"fail/unknown-field-top",
@@ -52,6 +53,9 @@ func TestLoad(t *testing.T) {
 		"fail/static-without-one-hub",
 		"fail/custom-without-definition",
 		"fail/tpm-group",
+		"fail/tpm-group-ca-not-a-ca",
+		"fail/tpm-group-prefixes",
+		"fail/tpm-individual-bad-keys",
 		"fail/multiple-errors",
 		"fail/x509-certificate-file-missing",
 		"fail/x509-garbage",
@@ -143,12 +147,14 @@ func dump(t *testing.T, f *catalog.File) []byte {
 		c := *e
 		c.Attestation.SymmetricKey = redact(t, c.Attestation.SymmetricKey)
 		c.Attestation.X509 = shortCerts(c.Attestation.X509)
+		c.Attestation.TPM = summarizeTPM(t, c.Attestation.TPM)
 		o.Individuals = append(o.Individuals, &c)
 	}
 	for _, g := range f.Groups {
 		c := *g
 		c.Attestation.SymmetricKey = redact(t, c.Attestation.SymmetricKey)
 		c.Attestation.X509 = shortCerts(c.Attestation.X509)
+		c.Attestation.TPM = summarizeTPM(t, c.Attestation.TPM)
 		o.Groups = append(o.Groups, &c)
 	}
 	var b bytes.Buffer
@@ -219,6 +225,28 @@ func redact(t *testing.T, sk *enrollment.SymmetricKeyAttestation) *enrollment.Sy
 		return fmt.Sprintf("<redacted %d-byte key>", len(k))
 	}
 	return &enrollment.SymmetricKeyAttestation{PrimaryKey: r(p), SecondaryKey: r(s)}
+}
+
+// summarizeTPM replaces a TPM group's CA certificate texts by the subjects
+// that were parsed from them, so the golden shows which certificates were read
+// (from files and inline) without holding them; an individual's keys must
+// have been parsed.
+func summarizeTPM(t *testing.T, a *enrollment.TPMAttestation) *enrollment.TPMAttestation {
+	t.Helper()
+	if a == nil {
+		return nil
+	}
+	if a.EndorsementKey != "" && a.EK() == nil || a.StorageRootKey != "" && a.SRK() == nil {
+		t.Errorf("TPM keys not parsed")
+	}
+	c := *a
+	if len(a.EKCACertificates) > 0 {
+		c.EKCACertificates = nil
+		for _, cert := range a.EKCACerts() {
+			c.EKCACertificates = append(c.EKCACertificates, "<CA certificate "+cert.Subject.String()+">")
+		}
+	}
+	return &c
 }
 
 // TestKeyFile checks what the golden dump cannot: the bytes read from a key

@@ -4,8 +4,11 @@
 package enrollment
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"time"
+
+	"github.com/edgeprov/edgeprov/tpm/dpsauth"
 )
 
 // Attestation types.
@@ -95,11 +98,40 @@ func (s *SymmetricKeyAttestation) Keys() (primary, secondary []byte) {
 	return s.primary, s.secondary
 }
 
-// TPMAttestation holds the enrolled EK (and optionally SRK), base64 TPM2B_PUBLIC.
+// TPMAttestation is TPM attestation. An individual enrollment holds the
+// device's EK (and may pin its SRK), base64 TPM2B_PUBLIC as the device sends
+// them, like DPS. A group holds TPM manufacturer CA certificates instead: an
+// edgeprov extension (DPS has no TPM groups) where a device proves membership
+// with an EK certificate issued under one of them.
 type TPMAttestation struct {
-	EndorsementKey string `json:"endorsementKey" yaml:"endorsementKey"`
+	EndorsementKey string `json:"endorsementKey,omitempty" yaml:"endorsementKey,omitempty"`
 	StorageRootKey string `json:"storageRootKey,omitempty" yaml:"storageRootKey,omitempty"`
+	// EKCACertificates (groups only) are PEM texts of the trusted TPM
+	// manufacturer CA certificates, roots or intermediates; each text may hold
+	// several certificates.
+	EKCACertificates []string `json:"ekCACertificates,omitempty" yaml:"ekCACertificates,omitempty"`
+	// EKCACertificateFiles (catalog only) name PEM files, relative to the
+	// catalog, whose contents the catalog adds to EKCACertificates.
+	EKCACertificateFiles []string `json:"-" yaml:"ekCACertificateFiles,omitempty"`
+
+	ek   *dpsauth.EK
+	srk  *dpsauth.SRK
+	cas  []*x509.Certificate
+	pool *x509.CertPool
 }
+
+// EK returns the parsed enrolled EK of an individual enrollment (set by Validate).
+func (t *TPMAttestation) EK() *dpsauth.EK { return t.ek }
+
+// SRK returns the parsed pinned SRK of an individual enrollment, or nil when
+// any SRK is accepted (set by Validate).
+func (t *TPMAttestation) SRK() *dpsauth.SRK { return t.srk }
+
+// EKCAPool returns a group's trusted EK CA certificates as a pool (set by Validate).
+func (t *TPMAttestation) EKCAPool() *x509.CertPool { return t.pool }
+
+// EKCACerts returns a group's parsed EK CA certificates (set by Validate).
+func (t *TPMAttestation) EKCACerts() []*x509.Certificate { return t.cas }
 
 // Capabilities are the device's hub capabilities.
 type Capabilities struct {

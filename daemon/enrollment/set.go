@@ -63,6 +63,7 @@ type Set struct {
 	byPrefix    map[string][]*Group
 	prefixLens  []int
 	catchAll    []*Group
+	tpmGroups   []*Group
 	orderInd    []*Individual
 	orderGroups []*Group
 }
@@ -93,6 +94,9 @@ func NewSet(individuals []*Individual, groups []*Group) (*Set, error) {
 			return nil, fmt.Errorf("duplicate enrollment group %q", g.EnrollmentGroupID)
 		}
 		s.groups[k] = g
+		if g.Attestation.Type == AttestationTPM {
+			s.tpmGroups = append(s.tpmGroups, g)
+		}
 		if g.Attestation.Type == AttestationX509 && g.Attestation.X509 != nil {
 			s.indexX509(g)
 			continue
@@ -155,6 +159,12 @@ func (s *Set) SymmetricKeyCandidates(registrationID string) []*Group {
 	}
 	return append(out, s.catchAll...)
 }
+
+// TPMGroups returns the TPM groups (an edgeprov extension) in catalog order.
+// A TPM device's registration ID is derived from its EK, so no prefix can
+// narrow them: the device's EK certificate is checked against each group's
+// CAs, which costs no key operation until a chain verifies.
+func (s *Set) TPMGroups() []*Group { return s.tpmGroups }
 
 // Individuals returns the individual enrollments in catalog order.
 func (s *Set) Individuals() []*Individual {

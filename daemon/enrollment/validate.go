@@ -1,6 +1,10 @@
 package enrollment
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -8,6 +12,7 @@ import (
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
+	"github.com/edgeprov/edgeprov/tpm/dpsauth"
 )
 
 // FieldError is a validation problem at a field path such as
@@ -66,6 +71,9 @@ func (g *Group) Validate(path string) error {
 		}
 	}
 	g.Common.validate(p, true)
+	if g.Attestation.Type == AttestationTPM && len(g.RegistrationIDPrefixes) > 0 {
+		p.add("registrationIdPrefixes", "a TPM group's registration IDs are derived from each device's EK, so prefixes cannot match them")
+	}
 	return errors.Join(p.errs...)
 }
 
@@ -93,10 +101,15 @@ func (c *Common) validate(p *problems, group bool) {
 		}
 		a.X509.validate(p, group)
 	case AttestationTPM:
-		if group {
-			p.add("attestation.type", "TPM enrollment groups are not supported by DPS; enroll each TPM individually")
-		} else if a.TPM == nil || a.TPM.EndorsementKey == "" {
+		switch {
+		case a.TPM == nil && group:
+			p.add("attestation.tpm.ekCACertificates", "required for a TPM group (an edgeprov extension: DPS has no TPM groups)")
+		case a.TPM == nil:
 			p.add("attestation.tpm.endorsementKey", "required for type tpm")
+		case group:
+			a.TPM.decodeGroup(p)
+		default:
+			a.TPM.decodeIndividual(p)
 		}
 	case "":
 		p.add("attestation.type", "required (symmetricKey, x509 or tpm)")
@@ -163,6 +176,90 @@ func (s *SymmetricKeyAttestation) decode(p *problems) {
 			p.add("attestation.symmetricKey.secondaryKey", "%v", err)
 		}
 	}
+}
+
+// decodeIndividual parses the enrolled EK and the pinned SRK, if any.
+func (t *TPMAttestation) decodeIndividual(p *problems) {
+	t.ek, t.srk = nil, nil
+	if len(t.EKCACertificates) > 0 || len(t.EKCACertificateFiles) > 0 {
+		p.add("attestation.tpm.ekCACertificates", "only enrollment groups trust EK CA certificates; an individual enrollment names its EK")
+	}
+	if t.EndorsementKey == "" {
+		p.add("attestation.tpm.endorsementKey", "required for type tpm")
+	} else if raw, err := base64.StdEncoding.DecodeString(t.EndorsementKey); err != nil {
+		p.add("attestation.tpm.endorsementKey", "not valid base64: %v", err)
+	} else if t.ek, err = dpsauth.ParseEK(raw); err != nil {
+		p.add("attestation.tpm.endorsementKey", "%v", err)
+	}
+	if t.StorageRootKey != "" {
+		if raw, err := base64.StdEncoding.DecodeString(t.StorageRootKey); err != nil {
+			p.add("attestation.tpm.storageRootKey", "not valid base64: %v", err)
+		} else if t.srk, err = dpsauth.ParseSRK(raw); err != nil {
+			p.add("attestation.tpm.storageRootKey", "%v", err)
+		}
+	}
+}
+
+// decodeGroup parses the trusted EK CA certificates of a TPM group.
+func (t *TPMAttestation) decodeGroup(p *problems) {
+	t.cas, t.pool = nil, nil
+	if t.EndorsementKey != "" || t.StorageRootKey != "" {
+		p.add("attestation.tpm", "a TPM group trusts EK CA certificates (ekCACertificates), not one device's EK or SRK")
+	}
+	if len(t.EKCACertificates) == 0 {
+		// Files that gave nothing were reported by the catalog, which reads them.
+		if len(t.EKCACertificateFiles) == 0 {
+			p.add("attestation.tpm.ekCACertificates", "required for a TPM group (an edgeprov extension: DPS has no TPM groups)")
+		}
+		return
+	}
+	pool := x509.NewCertPool()
+	var cas []*x509.Certificate
+	for i, text := range t.EKCACertificates {
+		field := fmt.Sprintf("attestation.tpm.ekCACertificates[%d]", i)
+		certs, err := ParseCACertificates([]byte(text))
+		if err != nil {
+			p.add(field, "%v", err)
+			continue
+		}
+		for _, c := range certs {
+			pool.AddCert(c)
+		}
+		cas = append(cas, certs...)
+	}
+	if len(cas) > 0 {
+		t.cas, t.pool = cas, pool
+	}
+}
+
+// ParseCACertificates reads PEM CERTIFICATE blocks, each a CA certificate.
+func ParseCACertificates(text []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, text = pem.Decode(text)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %q is not a CERTIFICATE", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
+		}
+		if !IsCA(c) {
+			return nil, fmt.Errorf("certificate %q is not a CA certificate (basicConstraints CA:TRUE and keyCertSign are needed)", c.Subject)
+		}
+		out = append(out, c)
+	}
+	if len(bytes.TrimSpace(text)) > 0 {
+		return nil, errors.New("text after the last PEM certificate")
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return out, nil
 }
 
 // validateDeviceID applies IoT Hub's device ID rules: up to 128 ASCII

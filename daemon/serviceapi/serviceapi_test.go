@@ -350,7 +350,7 @@ func TestResponsesAndPaging(t *testing.T) {
 		`{"enrollmentGroupId":"g-1","attestation":{"type":"symmetricKey","symmetricKey":{}},"clientCertificateIssuancePolicy":null},` +
 		`{"enrollmentGroupId":"g-tpm","attestation":{"type":"tpm","tpm":{"endorsementKey":"AA=="}}}]}`})
 	if json.Unmarshal(body, &bulk); resp.StatusCode != 200 || bulk.IsSuccessful || len(bulk.Errors) != 1 || bulk.Errors[0].EnrollmentGroupID != "g-tpm" ||
-		!strings.Contains(bulk.Errors[0].ErrorStatus, "TPM enrollment groups") {
+		!strings.Contains(bulk.Errors[0].ErrorStatus, "a TPM group trusts EK CA certificates") {
 		t.Fatalf("group bulk: %d %s", resp.StatusCode, body)
 	}
 	resp, body = e.do(t, req{method: "GET", path: "/enrollmentgroups/G-1"})

@@ -55,6 +55,10 @@ type fixture struct {
 	line7, secOnly, legacy, fleet, cam *enrollment.Group
 }
 
+// swtpmEK is a real EK (tpm/dpsauth/testdata/swtpm-ek.bin): TPM enrollments
+// are validated.
+const swtpmEK = "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEAw9jEJOEB7P6mCwtKD7+VljXQ0O5YNn7TEn7RBz0QpFX83J1JRXXEtadQ8e1+kEkxnd2i/o9eJWjhcYIl32JyNGUyi+JZJ6Sysiv0jR+XPjHNS36qJr2kfwsoWIhPZgvBabfE2id4p+Vy17p3sNqCVeeVy/5mxffF1opiWrxaNwasn4XpweQPdcnTOT6VmZz28XnpHOj83F92v8xKtnGJr/DMNdiiVB49YQ476JxZfnM2BMqv0fIQqu74p82Ebmv83Jn8J/isC2AtqUGKaYHyCCd7yKfiz9MpST89dZM2NNdA2WKzFe3OIK4y4Z7Brr92a897/VCJTNeUfyxYm1haNQ=="
+
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{}
@@ -76,7 +80,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	f.devInd = mk("Dev-Ind", "", symAttestation(indPrimary, indSecondary))
 	f.devDisabled = mk("dev-disabled", enrollment.StatusDisabled, symAttestation(indPrimary, nil))
-	tpm := mk("line7-tpm", "", enrollment.Attestation{Type: enrollment.AttestationTPM, TPM: &enrollment.TPMAttestation{EndorsementKey: "AToAAQ=="}})
+	tpm := mk("line7-tpm", "", enrollment.Attestation{Type: enrollment.AttestationTPM, TPM: &enrollment.TPMAttestation{EndorsementKey: swtpmEK}})
 	own := mk("line7-own", "", symAttestation(indPrimary, nil))
 	f.line7 = mg("Line7", "", symAttestation(grpPrimary, grpSecondary), "line7-")
 	f.secOnly = mg("sec-only", "", symAttestation(nil, grpSecondary), "sec-")
