@@ -29,7 +29,8 @@ var (
 //
 // 2: CA certificates (bolt: a new bucket; postgres: migration 2).
 // 3: enrollments made through the service API (bolt: two buckets; postgres: migration 3).
-const SchemaVersion = 3
+// 4: TPM challenges (bolt: a new bucket; postgres: migration 4).
+const SchemaVersion = 4
 
 // Store is the storage contract.
 type Store interface {
@@ -73,6 +74,16 @@ type Tx interface {
 	// Enrollments lists a scope's enrollments of one kind in ID order, starting
 	// after the given ID, at most limit (0: no limit).
 	Enrollments(scope string, kind EnrollmentKind, after string, limit int) ([]*Enrollment, error)
+
+	// Challenge returns the TPM challenge pending for a device; ErrNotFound
+	// if there is none or it expired before now. In an Update it also locks
+	// the challenge until commit: of two transactions that read it and write
+	// it back (answering it), the second sees the first's write.
+	Challenge(scope, registrationID string, now time.Time) (*Challenge, error)
+	// PutChallenge creates or replaces the device's challenge.
+	PutChallenge(c *Challenge) error
+	// DeleteChallenge removes the device's challenge; ErrNotFound if there is none.
+	DeleteChallenge(scope, registrationID string) error
 
 	Identity(hub, deviceID string) (*Identity, error)
 	PutIdentity(id *Identity) error
@@ -148,6 +159,31 @@ type Enrollment struct {
 	ID   string          `json:"id"`
 	ETag string          `json:"etag"`
 	Data json.RawMessage `json:"data"`
+}
+
+// Challenge is a TPM challenge (protocol.md §5.4): the key wrapped to the
+// device's TPM in the 401 answer, kept in the store so that whichever replica
+// receives the device's answer can verify it.
+type Challenge struct {
+	Scope          string `json:"scope"`
+	RegistrationID string `json:"registrationId"` // normalized
+	// SealedKey is the challenge key, sealed (daemon/secrets): a token signed
+	// with it proves the TPM that owns EndorsementKey imported it.
+	SealedKey []byte `json:"sealedKey"`
+	// EndorsementKey and StorageRootKey are the TPM2B_PUBLIC the device sent;
+	// the final authenticationKey is built for the same pair.
+	EndorsementKey []byte `json:"endorsementKey"`
+	StorageRootKey []byte `json:"storageRootKey"`
+	// EKCertificate (DER) and EnrollmentGroupID are set when the device
+	// matched a TPM group by its EK certificate.
+	EKCertificate     []byte    `json:"ekCertificate,omitempty"`
+	EnrollmentGroupID string    `json:"enrollmentGroupId,omitempty"`
+	CreatedAt         time.Time `json:"createdAt"`
+	ExpiresAt         time.Time `json:"expiresAt"`
+	// OperationID is set by the register call that answered the challenge:
+	// from then on the key only authenticates polls of that operation, so a
+	// replayed answer registers nothing.
+	OperationID string `json:"operationId,omitempty"`
 }
 
 // Identity is a device identity in the embedded (local) hub's registry.

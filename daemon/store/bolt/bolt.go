@@ -28,6 +28,7 @@ var (
 	bucketCAs        = []byte("caCertificates")
 	bucketIndividual = []byte("enrollments")
 	bucketGroups     = []byte("enrollmentGroups")
+	bucketChallenges = []byte("challenges")
 	keySchema        = []byte("schemaVersion")
 	keyInstance      = []byte("instance")
 )
@@ -62,7 +63,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	db.MaxBatchDelay = opts.BatchDelay
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities, bucketCAs, bucketIndividual, bucketGroups} {
+		// Buckets of later schema versions (CA certificates: 2, enrollments:
+		// 3, TPM challenges: 4) are created here, which is all their migration takes.
+		for _, b := range [][]byte{bucketMeta, bucketOps, bucketRecords, bucketIdentities, bucketCAs, bucketIndividual, bucketGroups, bucketChallenges} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -308,6 +311,29 @@ func (t *txn) Enrollments(scope string, kind store.EnrollmentKind, after string,
 		return nil
 	})
 	return out, err
+}
+
+func (t *txn) Challenge(scope, regID string, now time.Time) (*store.Challenge, error) {
+	var c store.Challenge
+	if err := getJSON(t.tx.Bucket(bucketChallenges), key(scope, regID), &c); err != nil {
+		return nil, fmt.Errorf("challenge of %s: %w", regID, err)
+	}
+	if !now.Before(c.ExpiresAt) {
+		return nil, fmt.Errorf("challenge of %s expired at %s: %w", regID, c.ExpiresAt.UTC().Format(time.RFC3339), store.ErrNotFound)
+	}
+	return &c, nil
+}
+
+func (t *txn) PutChallenge(c *store.Challenge) error {
+	return putJSON(t.tx.Bucket(bucketChallenges), key(c.Scope, c.RegistrationID), c)
+}
+
+func (t *txn) DeleteChallenge(scope, regID string) error {
+	b := t.tx.Bucket(bucketChallenges)
+	if b.Get(key(scope, regID)) == nil {
+		return fmt.Errorf("challenge of %s: %w", regID, store.ErrNotFound)
+	}
+	return b.Delete(key(scope, regID))
 }
 
 func (t *txn) Identity(hub, deviceID string) (*store.Identity, error) {

@@ -337,6 +337,42 @@ func (t *txn) Enrollments(scope string, kind store.EnrollmentKind, after string,
 	return out, rows.Err()
 }
 
+func (t *txn) Challenge(scope, regID string, now time.Time) (*store.Challenge, error) {
+	q := "SELECT body FROM challenges WHERE scope=$1 AND registration_id=$2 AND expires_at > $3"
+	if !t.readOnly {
+		// Two replicas answering the same challenge: the second waits for the
+		// first to commit, then reads what it wrote.
+		q += " FOR UPDATE"
+	}
+	var c store.Challenge
+	if err := t.get("challenge of "+regID, q, &c, scope, regID, now); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (t *txn) PutChallenge(c *store.Challenge) error {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.Exec(t.ctx, `INSERT INTO challenges (scope, registration_id, expires_at, body) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (scope, registration_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, body = EXCLUDED.body`,
+		c.Scope, c.RegistrationID, c.ExpiresAt, body)
+	return wrap("put challenge", err)
+}
+
+func (t *txn) DeleteChallenge(scope, regID string) error {
+	tag, err := t.tx.Exec(t.ctx, "DELETE FROM challenges WHERE scope=$1 AND registration_id=$2", scope, regID)
+	if err != nil {
+		return wrap("delete challenge", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("challenge of %s: %w", regID, store.ErrNotFound)
+	}
+	return nil
+}
+
 func (t *txn) Identity(hub, deviceID string) (*store.Identity, error) {
 	var id store.Identity
 	if err := t.get("device "+deviceID+" on "+hub, "SELECT body FROM identities WHERE hub=$1 AND device_id=$2", &id, hub, deviceID); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"records/scoped", testRecordsScoped},
 		{"identities", testIdentities},
 		{"ca-certificates", testCACertificates},
+		{"challenges", testChallenges},
+		{"challenges/answered-once", testChallengeAnsweredOnce},
 		{"enrollments", testEnrollments},
 		{"enrollments/kinds-and-scopes", testEnrollmentsIsolated},
 		{"update/rollback", testRollback},
@@ -332,6 +335,110 @@ func enrollmentIDs(es []*store.Enrollment) []string {
 		out = append(out, e.ID)
 	}
 	return out
+}
+
+func testChallenges(t *testing.T, s store.Store) {
+	const scope = "0ne00ABCDEF"
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	c := &store.Challenge{Scope: scope, RegistrationID: "tpm-1", SealedKey: []byte("sealed challenge key"),
+		EndorsementKey: []byte{0x01, 0x3a, 0xee}, StorageRootKey: []byte{0x01, 0x18, 0xff}, EKCertificate: []byte{0x30, 0x82},
+		EnrollmentGroupID: "vendor-a", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.PutChallenge(c) })
+	mustView(t, s, func(tx store.Tx) error {
+		got, err := tx.Challenge(scope, "tpm-1", now)
+		if err != nil {
+			return err
+		}
+		if string(got.SealedKey) != string(c.SealedKey) || string(got.EndorsementKey) != string(c.EndorsementKey) ||
+			string(got.StorageRootKey) != string(c.StorageRootKey) || string(got.EKCertificate) != string(c.EKCertificate) ||
+			got.EnrollmentGroupID != "vendor-a" || !got.ExpiresAt.Equal(c.ExpiresAt) || !got.CreatedAt.Equal(now) || got.OperationID != "" {
+			return fmt.Errorf("challenge = %+v, want %+v", got, c)
+		}
+		if _, err := tx.Challenge(scope, "tpm-1", c.ExpiresAt); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("challenge at its expiry: %v, want ErrNotFound", err)
+		}
+		if _, err := tx.Challenge("0ne00000000", "tpm-1", now); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("challenge of another scope: %v, want ErrNotFound", err)
+		}
+		if _, err := tx.Challenge(scope, "tpm-2", now); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("challenge of another device: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	// Replacing it (answered by an operation) keeps one challenge per device.
+	answered := *c
+	answered.OperationID, answered.ExpiresAt = "4.abc.1", now.Add(2*time.Minute)
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.PutChallenge(&answered) })
+	mustUpdate(t, s, func(tx store.Tx) error {
+		got, err := tx.Challenge(scope, "tpm-1", now.Add(90*time.Second))
+		if err != nil || got.OperationID != "4.abc.1" {
+			return fmt.Errorf("replaced challenge = %+v, %v", got, err)
+		}
+		if err := tx.DeleteChallenge(scope, "tpm-1"); err != nil {
+			return err
+		}
+		if err := tx.DeleteChallenge(scope, "tpm-1"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("second delete: %v, want ErrNotFound", err)
+		}
+		if _, err := tx.Challenge(scope, "tpm-1", now); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("deleted challenge: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	// An expired challenge can still be deleted (and replaced).
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.PutChallenge(c) })
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.DeleteChallenge(scope, "tpm-1") })
+}
+
+// testChallengeAnsweredOnce answers one challenge from several transactions
+// at once, as replicas receiving the same (replayed) answer do: exactly one
+// may mark it answered. Each transaction, once it has read the challenge,
+// waits a little for the others to have read it too, so that a store whose
+// Challenge does not lock lets them all through.
+func testChallengeAnsweredOnce(t *testing.T, s store.Store) {
+	const scope, n = "0ne00ABCDEF", 4
+	now := time.Now().UTC()
+	c := &store.Challenge{Scope: scope, RegistrationID: "tpm-1", SealedKey: []byte("k"), CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	mustUpdate(t, s, func(tx store.Tx) error { return tx.PutChallenge(c) })
+	errAnswered := errors.New("already answered")
+	var read atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.Update(ctx, func(tx store.Tx) error {
+				cur, err := tx.Challenge(scope, "tpm-1", now)
+				if err != nil {
+					return err
+				}
+				read.Add(1)
+				for deadline := time.Now().Add(150 * time.Millisecond); read.Load() < n && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				if cur.OperationID != "" {
+					return errAnswered
+				}
+				cur.OperationID = fmt.Sprintf("op-%d", i)
+				return tx.PutChallenge(cur)
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, errAnswered):
+			t.Fatal(err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d transactions answered the challenge, want 1", ok)
+	}
 }
 
 func testRollback(t *testing.T, s store.Store) {
