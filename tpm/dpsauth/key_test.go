@@ -277,3 +277,16 @@ func TestRegistrationID(t *testing.T) {
 		t.Fatalf("RegistrationID(nil) = %q, want 52 characters", got)
 	}
 }
+
+// BenchmarkParseEK measures parsing a device's EK, which the daemon does for
+// every TPM request and every TPM enrollment the catalog loads (SRKs cost
+// the same). Most of it is go-tpm's reflection codec.
+func BenchmarkParseEK(b *testing.B) {
+	ek := readTestdata(b, "swtpm-ek.bin")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := dpsauth.ParseEK(ek); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
