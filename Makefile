@@ -57,6 +57,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzServiceBodies$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
 	$(GO) test -run '^$$' -fuzz '^FuzzContinuationToken$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
 	$(GO) test -run '^$$' -fuzz '^FuzzImportReaders$$' -fuzztime $(FUZZTIME) ./daemon/ctl/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePublic$$' -fuzztime $(FUZZTIME) ./tpm/dpsauth/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAuthenticationKey$$' -fuzztime $(FUZZTIME) ./tpm/dpsauth/
+	$(GO) test -run '^$$' -fuzz '^FuzzPresented$$' -fuzztime $(FUZZTIME) ./daemon/attestation/tpm/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,

@@ -19,6 +19,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/attestation"
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	tpmattest "github.com/edgeprov/edgeprov/daemon/attestation/tpm"
 	"github.com/edgeprov/edgeprov/daemon/attestation/x509chain"
 	"github.com/edgeprov/edgeprov/daemon/cacert"
 	"github.com/edgeprov/edgeprov/daemon/catalog"
@@ -179,6 +180,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		Verifier: &attestation.Verifier{
 			Symkey: &symkey.Verifier{Skew: cfg.Device.SASClockSkew.Duration},
 			X509:   &x509chain.Verifier{CAs: d.cas},
+			TPM:    &tpmattest.Verifier{Store: st, Sealer: sealer, Skew: cfg.Device.SASClockSkew.Duration},
 		},
 		Policies: map[string]allocation.Policy{
 			enrollment.AllocationHashed: allocation.Hashed{},

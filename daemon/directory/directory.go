@@ -276,6 +276,10 @@ func (v *view) X509GroupsByCAName(name string) []*enrollment.Group {
 	return v.merge(v.cat.X509GroupsByCAName(name), v.api.X509GroupsByCAName(name))
 }
 
+func (v *view) TPMGroups() []*enrollment.Group {
+	return v.merge(v.cat.TPMGroups(), v.api.TPMGroups())
+}
+
 // merge appends the API-made groups a catalog group of the same ID does not shadow.
 func (v *view) merge(cat, api []*enrollment.Group) []*enrollment.Group {
 	if len(api) == 0 {

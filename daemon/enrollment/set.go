@@ -25,6 +25,9 @@ type Lookup interface {
 	// X509GroupsByCAName returns the X.509 groups whose caReferences name the
 	// CA certificate name.
 	X509GroupsByCAName(name string) []*Group
+	// TPMGroups returns the TPM groups (an edgeprov extension): a TPM device's
+	// EK certificate is checked against each one's CAs.
+	TPMGroups() []*Group
 }
 
 var _ Lookup = (*Set)(nil)
@@ -164,7 +167,12 @@ func (s *Set) SymmetricKeyCandidates(registrationID string) []*Group {
 // A TPM device's registration ID is derived from its EK, so no prefix can
 // narrow them: the device's EK certificate is checked against each group's
 // CAs, which costs no key operation until a chain verifies.
-func (s *Set) TPMGroups() []*Group { return s.tpmGroups }
+func (s *Set) TPMGroups() []*Group {
+	if s == nil {
+		return nil
+	}
+	return s.tpmGroups
+}
 
 // Individuals returns the individual enrollments in catalog order.
 func (s *Set) Individuals() []*Individual {

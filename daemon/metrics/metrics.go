@@ -54,7 +54,7 @@ func New() *Metrics {
 func (m *Metrics) Registered(att, enrollment, hub, result string, took time.Duration) {
 	m.registrations.WithLabelValues(att, enrollment, hub, result).Inc()
 	m.latency.WithLabelValues(att, result).Observe(took.Seconds())
-	if result != "unauthorized" {
+	if result != "unauthorized" && result != "challenge" {
 		m.operations.Inc()
 	}
 }

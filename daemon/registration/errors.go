@@ -25,6 +25,18 @@ type ThrottledError struct {
 
 func (e *ThrottledError) Error() string { return "throttled: " + e.Reason }
 
+// TPMChallengeError is the answer to a TPM device's first, unauthenticated
+// register call with an enrolled endorsement key (protocol.md §5.4.1): the
+// device imports AuthenticationKey into its TPM and signs its next call with
+// the key inside. Transports answer it like DPS: HTTP 401 with the blob.
+type TPMChallengeError struct {
+	AuthenticationKey []byte
+}
+
+func (e *TPMChallengeError) Error() string {
+	return "TPM challenge: the device must prove it holds its TPM"
+}
+
 // BadRequestError is a request the service refuses as malformed; Code is the DPS
 // error code to report.
 type BadRequestError struct {

@@ -171,12 +171,18 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	}
 	defer release()
 
-	// 1–2. Find the enrollment and attest.
+	// 1–2. Find the enrollment and attest. A TPM without a token gets its
+	// challenge here (a *TPMChallengeError).
 	started := time.Now()
+	opID := newOperationID()
 	res, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization,
-		ClientCerts: req.ClientCerts}, hint)
+		ClientCerts: req.ClientCerts, TPM: req.Body.TPM, Purpose: attestation.PurposeRegister, OperationID: opID}, hint)
 	if err != nil {
-		s.cfg.Observer.Registered("unknown", "", "", "unauthorized", time.Since(started))
+		if errors.As(err, new(*TPMChallengeError)) {
+			s.cfg.Observer.Registered(enrollment.AttestationTPM, "", "", "challenge", time.Since(started))
+		} else {
+			s.cfg.Observer.Registered("unknown", "", "", "unauthorized", time.Since(started))
+		}
 		return nil, err
 	}
 	// Per-device limits apply after attestation, so nobody can use up another
@@ -191,9 +197,20 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 			return nil, err
 		}
 	}
+	// A single-use proof (a TPM challenge answer) is used up only now, so a
+	// throttled device can send the same answer again; a replay stops here.
+	if err := res.Claim(ctx); err != nil {
+		if errors.Is(err, attestation.ErrUnauthorized) {
+			s.log.LogAttrs(ctx, slog.LevelInfo, "attestation refused", slog.String("scope", scope),
+				slog.String("registrationId", req.RegistrationID), slog.String("reason", err.Error()))
+			s.cfg.Observer.Registered(res.Type, "", "", "unauthorized", time.Since(started))
+			return nil, ErrUnauthorized
+		}
+		return nil, fmt.Errorf("claim the attestation of %s: %w", key, err)
+	}
 
 	now := s.cfg.Now().UTC()
-	op := &store.Operation{Scope: scope, ID: newOperationID(), RegistrationID: key, CreatedAt: now, UpdatedAt: now,
+	op := &store.Operation{Scope: scope, ID: opID, RegistrationID: key, CreatedAt: now, UpdatedAt: now,
 		Attestation: res.Type, EnrollmentGroupID: res.GroupID()}
 	var rec *store.Record
 	var inTx func(store.Tx) error
@@ -220,6 +237,11 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 			for _, der := range chain {
 				op.Result.IssuedCertificateChain = append(op.Result.IssuedCertificateChain, base64.StdEncoding.EncodeToString(der))
 			}
+		}
+		if res.AuthenticationKey != nil {
+			// The hub key, wrapped to the device's TPM: only in the operation,
+			// which the device polls (§5.4.1 step 6).
+			op.Result.TPM = &dpsapi.TPMRegistrationResult{AuthenticationKey: base64.StdEncoding.EncodeToString(res.AuthenticationKey)}
 		}
 	}
 
@@ -393,7 +415,8 @@ func (s *Service) OperationStatus(ctx context.Context, req PollRequest) (*dpsapi
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("read operation: %w", err)
 	}
-	ev := attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization, ClientCerts: req.ClientCerts}
+	ev := attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization, ClientCerts: req.ClientCerts,
+		Purpose: attestation.PurposePoll, OperationID: req.OperationID}
 	hint := ""
 	if op != nil && op.RegistrationID == key {
 		// Tokens may have expired since the register call (aziot's live 30 s and
@@ -437,7 +460,7 @@ func (s *Service) RegistrationStatus(ctx context.Context, req StatusRequest) (*d
 		hint = prev.EnrollmentGroupID
 	}
 	if _, err := s.attest(ctx, attestation.Evidence{Scope: scope, RegistrationID: req.RegistrationID, Authorization: req.Authorization,
-		ClientCerts: req.ClientCerts}, hint); err != nil {
+		ClientCerts: req.ClientCerts, TPM: req.Body.TPM, Purpose: attestation.PurposeStatus}, hint); err != nil {
 		return nil, err
 	}
 	if prev == nil {
@@ -468,13 +491,23 @@ func (s *Service) attest(ctx context.Context, ev attestation.Evidence, hint stri
 		return nil, fmt.Errorf("look up enrollments of %s: %w", ev.RegistrationID, err)
 	}
 	res, err := s.cfg.Verifier.Attest(ctx, ev, set, hint)
-	if err != nil {
+	var challenge *attestation.ChallengeError
+	var bad *attestation.BadEvidenceError
+	switch {
+	case err == nil:
+		return res, nil
+	case errors.As(err, &challenge):
+		s.log.LogAttrs(ctx, slog.LevelInfo, "TPM challenge issued", slog.String("scope", ev.Scope), slog.String("registrationId", ev.RegistrationID))
+		return nil, &TPMChallengeError{AuthenticationKey: challenge.AuthenticationKey}
+	case errors.As(err, &bad):
+		return nil, badRequest(dpsapi.CodeInvalidAttestation, "%v", bad.Err)
+	case errors.Is(err, attestation.ErrUnauthorized):
 		// The reason goes to the log only: the caller sees one answer.
 		s.log.LogAttrs(ctx, slog.LevelInfo, "attestation refused", slog.String("scope", ev.Scope),
 			slog.String("registrationId", ev.RegistrationID), slog.String("reason", err.Error()))
 		return nil, ErrUnauthorized
 	}
-	return res, nil
+	return nil, fmt.Errorf("attest %s: %w", ev.RegistrationID, err)
 }
 
 func (s *Service) previousRecord(ctx context.Context, scope, key string) (*store.Record, error) {

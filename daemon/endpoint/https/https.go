@@ -191,6 +191,10 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error, tr
 		w.Header().Set("retry-after", strconv.Itoa(ra))
 	}
 	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
+	if ch := challengeFor(err, body); ch != nil {
+		writeJSON(w, status, ch)
+		return
+	}
 	writeJSON(w, status, body)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/attestation"
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
+	tpmattest "github.com/edgeprov/edgeprov/daemon/attestation/tpm"
 	"github.com/edgeprov/edgeprov/daemon/attestation/x509chain"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
@@ -170,7 +171,8 @@ func NewWith(tb testing.TB, opts Options) *Fixture {
 	clock := func() time.Time { return *f.Now.Load() }
 	f.cfg = registration.Config{
 		Store: st, Enrollments: sets{set}, Hubs: f.Hubs, Issuer: opts.Issuer,
-		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, X509: &x509chain.Verifier{CAs: opts.CAs}, Now: clock},
+		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, X509: &x509chain.Verifier{CAs: opts.CAs},
+			TPM: &tpmattest.Verifier{Store: st, Sealer: box, Skew: 5 * time.Minute}, Now: clock},
 		Policies: map[string]allocation.Policy{"hashed": allocation.Hashed{}, "static": allocation.Static{}},
 		Scopes:   []string{Scope}, Now: clock,
 	}
