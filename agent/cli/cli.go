@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -49,7 +50,7 @@ var Version = "dev"
 const usage = `edgeprov-agent — provisions this device against edgeprov (or Azure DPS)
 
 Usage:
-  edgeprov-agent provision  --config agent.yaml [--force]
+  edgeprov-agent provision  --config agent.yaml [--force] [--log-level debug]
   edgeprov-agent keygen     --config agent.yaml [--for csr|x509] [--kind ecdsa-p256|rsa-2048] [--out FILE]
   edgeprov-agent keygen     --key-uri URI | --key-file FILE  --cn NAME [--kind K] [--out FILE]
                             create the key (in the PKCS#11 token, or a file) if missing and
@@ -90,21 +91,45 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/edgeprov/agent.yaml", "agent config file")
 	force := fs.Bool("force", false, "register again even if a result is cached")
+	logLevel := fs.String("log-level", "warn", "log level on stderr: debug (phase timings), info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return &ExitError{ExitUsage, err}
 	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*logLevel)); err != nil {
+		return &ExitError{ExitUsage, fmt.Errorf("--log-level: %w", err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return &ExitError{ExitConfig, err}
+	}
+	timings := &provision.Timings{}
+	c := &provision.Client{IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, Log: log, Timings: timings}
+	var tpmCred *credential.TPM
+	if t := cfg.Attestation.TPM; cfg.Attestation.Type == "tpm" {
+		err := c.Time("tpm", "open TPM, read EK, SRK and EK certificate", func() error {
+			var err error
+			tpmCred, err = credential.OpenTPM(t.Path, t.Handle(), log)
+			return err
+		})
+		if err != nil {
+			return &ExitError{ExitConfig, fmt.Errorf("TPM %s: %w", t.Path, err)}
+		}
+		defer tpmCred.Close()
+		c.TPM = tpmCred
+		if c.RegistrationID == "" {
+			c.RegistrationID = tpmCred.RegistrationID()
+		}
 	}
 	stateFile := cfg.Path(cfg.StateFile)
 	if !*force {
 		prev, err := state.Load(stateFile)
 		switch {
-		case err == nil && prev.Status == "assigned" && prev.RegistrationID == cfg.RegistrationID && prev.IDScope == cfg.IDScope && haveChain(cfg):
+		case err == nil && prev.Status == "assigned" && prev.RegistrationID == c.RegistrationID && prev.IDScope == cfg.IDScope && haveChain(cfg):
 			return printResult(stdout, prev, true)
 		case err != nil && !errors.Is(err, state.ErrNone):
 			fmt.Fprintf(stderr, "edgeprov-agent: ignoring unreadable result file: %v\n", err)
@@ -113,43 +138,41 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	var cl closers
 	defer cl.Close()
-	signer, err := buildSigner(ctx, cfg, &cl)
-	if err != nil {
+	if c.Signer, err = buildSigner(ctx, cfg, &cl); err != nil {
 		return &ExitError{ExitConfig, err}
 	}
 	clientCert, err := buildClientCert(ctx, cfg, &cl)
 	if err != nil {
 		return &ExitError{ExitConfig, err}
 	}
-	httpc, err := buildHTTP(cfg, clientCert)
-	if err != nil {
+	if c.HTTP, err = buildHTTP(cfg, clientCert); err != nil {
 		return &ExitError{ExitConfig, err}
 	}
 	var csrKey crypto.Signer
-	var csrDER []byte
 	if r := cfg.CSR; r != nil {
-		k, c, created, err := credential.CreateSigner(ctx, cfg.Path(r.KeyFile), r.KeyURI, r.KeyType)
+		k, closer, created, err := credential.CreateSigner(ctx, cfg.Path(r.KeyFile), r.KeyURI, r.KeyType)
 		if err != nil {
 			return &ExitError{ExitConfig, fmt.Errorf("csr key: %w", err)}
 		}
-		cl = append(cl, c)
+		cl = append(cl, closer)
 		if created {
 			fmt.Fprintln(stderr, "edgeprov-agent: created the operational key for the CSR")
 		}
-		if csrDER, err = credential.CSR(k, cfg.RegistrationID); err != nil {
+		if c.CSR, err = credential.CSR(k, c.RegistrationID); err != nil {
 			return &ExitError{ExitFail, err}
 		}
 		csrKey = k
 	}
-	host, _ := cfg.HostPort()
+	c.Host, _ = cfg.HostPort()
 	var payload json.RawMessage
 	if cfg.Payload != nil {
 		payload, _ = json.Marshal(cfg.Payload)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.TimeoutDuration())
 	defer cancel()
-	c := &provision.Client{Host: host, IDScope: cfg.IDScope, RegistrationID: cfg.RegistrationID, HTTP: httpc, Signer: signer, CSR: csrDER}
+	start := time.Now()
 	op, err := c.Register(ctx, payload)
+	log.Debug("provisioning timings", "total", time.Since(start).String(), "split", timings)
 	if err != nil {
 		var refused *provision.RefusedError
 		if errors.As(err, &refused) {
@@ -167,6 +190,9 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return &ExitError{ExitFail, err}
 		}
 		res.IssuedCertificateFile = chainFile
+	}
+	if tpmCred != nil {
+		res.TPM = &state.TPMKey{Path: tpmCred.Path(), HubKeyHandle: fmt.Sprintf("0x%08x", tpmCred.Handle())}
 	}
 	if err := state.Save(stateFile, res); err != nil {
 		return &ExitError{ExitFail, fmt.Errorf("write result: %w", err)}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -28,7 +29,8 @@ type Config struct {
 	// ProvisioningHost is host[:port] of the device endpoint (port 443 if absent).
 	ProvisioningHost string `yaml:"provisioningHost"`
 	IDScope          string `yaml:"idScope"`
-	RegistrationID   string `yaml:"registrationId"`
+	// RegistrationID may be left out with TPM attestation (derived from the EK).
+	RegistrationID string `yaml:"registrationId,omitempty"`
 	// TrustBundle is a PEM file of CA certificates to trust for the endpoint;
 	// empty means the system roots.
 	TrustBundle string      `yaml:"trustBundle,omitempty"`
@@ -53,7 +55,27 @@ type Attestation struct {
 	Type         string        `yaml:"type"`
 	SymmetricKey *SymmetricKey `yaml:"symmetricKey,omitempty"`
 	X509         *X509         `yaml:"x509,omitempty"`
+	TPM          *TPM          `yaml:"tpm,omitempty"`
 }
+
+// TPM names the device's TPM 2.0 (DPS-style TPM attestation: the hub key is
+// imported into the TPM and never leaves it).
+type TPM struct {
+	// Path is /dev/tpmrm0 (the default), /dev/tpm0, unix:/path/to/swtpm.sock
+	// or tcp:host:port.
+	Path string `yaml:"path,omitempty"`
+	// AuthKeyHandle is the persistent handle the hub key is imported at
+	// (hex, default 0x81000100 as the Azure IoT C and Node SDKs).
+	AuthKeyHandle string `yaml:"authKeyHandle,omitempty"`
+
+	handle uint32
+}
+
+// DefaultAuthKeyHandle is where the hub key is persisted unless configured.
+const DefaultAuthKeyHandle = 0x81000100
+
+// Handle is the parsed AuthKeyHandle.
+func (t *TPM) Handle() uint32 { return t.handle }
 
 // SymmetricKey names the key: the device's own (KeyFile), a group key the
 // device key is derived from (GroupKeyFile, for factory stations), or the
@@ -121,8 +143,12 @@ func (c *Config) validate() error {
 	if err := dpsapi.ValidateIDScope(c.IDScope); err != nil {
 		bad("idScope: %v", err)
 	}
-	if err := dpsapi.ValidateRegistrationID(c.RegistrationID); err != nil {
-		bad("registrationId: %v", err)
+	// A TPM device may leave its registration ID out: it is derived from the
+	// EK, as the Azure SDKs derive it (protocol.md §5.4.1).
+	if c.RegistrationID != "" || c.Attestation.Type != "tpm" {
+		if err := dpsapi.ValidateRegistrationID(c.RegistrationID); err != nil {
+			bad("registrationId: %v", err)
+		}
 	}
 	switch c.Transport {
 	case "", "https":
@@ -142,6 +168,9 @@ func (c *Config) validate() error {
 		}
 		if a.X509 != nil {
 			bad("attestation.x509: not used with type symmetricKey")
+		}
+		if a.TPM != nil {
+			bad("attestation.tpm: not used with type symmetricKey")
 		}
 	case "x509":
 		if err := dpsapi.ValidateX509RegistrationID(c.RegistrationID); err != nil && c.RegistrationID != "" {
@@ -166,10 +195,37 @@ func (c *Config) validate() error {
 		if a.SymmetricKey != nil {
 			bad("attestation.symmetricKey: not used with type x509")
 		}
+		if a.TPM != nil {
+			bad("attestation.tpm: not used with type x509")
+		}
+	case "tpm":
+		if a.SymmetricKey != nil {
+			bad("attestation.symmetricKey: not used with type tpm")
+		}
+		if a.X509 != nil {
+			bad("attestation.x509: not used with type tpm")
+		}
+		if c.Attestation.TPM == nil {
+			c.Attestation.TPM = &TPM{}
+		}
+		t := c.Attestation.TPM
+		if t.Path == "" {
+			t.Path = "/dev/tpmrm0"
+		}
+		t.handle = DefaultAuthKeyHandle
+		if t.AuthKeyHandle != "" {
+			h, err := strconv.ParseUint(t.AuthKeyHandle, 0, 32)
+			// Owner persistent handles, minus the SRK's 0x81000001.
+			if err != nil || h < 0x81000000 || h > 0x817fffff || h == 0x81000001 {
+				bad("attestation.tpm.authKeyHandle: %q is not an owner persistent handle (0x81000000–0x817fffff, not the SRK's 0x81000001)", t.AuthKeyHandle)
+			} else {
+				t.handle = uint32(h)
+			}
+		}
 	case "":
-		bad("attestation.type: required (symmetricKey or x509)")
+		bad("attestation.type: required (symmetricKey, x509 or tpm)")
 	default:
-		bad("attestation.type: %q is not supported (symmetricKey or x509)", a.Type)
+		bad("attestation.type: %q is not supported (symmetricKey, x509 or tpm)", a.Type)
 	}
 	if r := c.CSR; r != nil {
 		if countSet(r.KeyFile, r.KeyURI) != 1 {

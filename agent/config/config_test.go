@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,8 @@ func TestLoad(t *testing.T) {
 		"ok/x509-hsm-csr",
 		"ok/x509-file",
 		"ok/symkey-hsm",
+		"ok/tpm-defaults",
+		"ok/tpm-swtpm-handle",
 
 		"fail/empty",
 		"fail/missing-fields",
@@ -42,6 +45,8 @@ func TestLoad(t *testing.T) {
 		"fail/x509-missing",
 		"fail/bad-uris",
 		"fail/csr-incomplete",
+		"fail/tpm-bad-handle",
+		"fail/tpm-with-symmetric-key",
 	}
 	checkNoOrphans(t, tests)
 	for _, name := range tests {
@@ -133,6 +138,9 @@ func dump(t *testing.T, c *config.Config) []byte {
 	if x := c.Attestation.X509; x != nil {
 		derived["X509CertFile"] = filepath.ToSlash(c.Path(x.CertFile))
 		derived["X509KeyFile"] = filepath.ToSlash(c.Path(x.KeyFile))
+	}
+	if t := c.Attestation.TPM; t != nil {
+		derived["TPMHandle"] = fmt.Sprintf("0x%08x", t.Handle())
 	}
 	if r := c.CSR; r != nil {
 		derived["CSRKeyFile"] = filepath.ToSlash(c.Path(r.KeyFile))

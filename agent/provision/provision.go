@@ -1,5 +1,6 @@
 // Package provision runs a device's registration against a DPS-compatible
-// endpoint: register, poll honouring retry-after, return the final state.
+// endpoint: (for a TPM: an unsigned register call, the challenge imported)
+// register, poll honouring retry-after, return the final state.
 package provision
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -43,6 +45,17 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("provisioning refused: %s (HTTP %d)", e.Message, e.HTTPStatus)
 }
 
+// TPM is the device side of TPM attestation (credential.TPM): it signs the
+// requests once it has imported the challenge.
+type TPM interface {
+	credential.SASSigner
+	// Evidence is the tpm object of the registration body.
+	Evidence() *dpsapi.TPMAttestation
+	// ImportAuthenticationKey imports a blob wrapped to this TPM, replacing
+	// the key the signer uses.
+	ImportAuthenticationKey(blob []byte) error
+}
+
 // Client registers one device.
 type Client struct {
 	// Host is host:port of the device endpoint.
@@ -52,14 +65,65 @@ type Client struct {
 	// HTTP carries the device's TLS client certificate for X.509
 	// attestation.
 	HTTP *http.Client
-	// Signer signs SAS tokens (symmetric key); nil for X.509.
+	// Signer signs SAS tokens (symmetric key); nil for X.509, unused when TPM
+	// is set.
 	Signer credential.SASSigner
 	// CSR, if set, is a DER PKCS#10 request sent with the registration; the
 	// issued chain comes back in registrationState.issuedCertificateChain.
 	CSR []byte
+	// TPM, when set, makes the registration a TPM attestation (protocol.md
+	// §5.4.1): an unsigned register call is answered with a challenge, which
+	// the TPM imports and signs the rest with; the final state carries the hub
+	// key wrapped to the TPM, which it imports in place of the challenge.
+	TPM TPM
 	Now func() time.Time
 	// MaxPolls bounds the poll loop (besides the context).
 	MaxPolls int
+	// Log receives each phase's duration at debug level; nil discards.
+	Log *slog.Logger
+	// Timings, when set, accumulates the phases' durations.
+	Timings *Timings
+}
+
+// Timings splits a provisioning run: time in the TPM, on the network (TLS
+// round trips, including the service's work) and waiting as retry-after says.
+type Timings struct {
+	TPM, Network, Wait time.Duration
+}
+
+// LogValue renders the split in milliseconds.
+func (t *Timings) LogValue() slog.Value {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+	return slog.GroupValue(slog.String("tpm", ms(t.TPM)), slog.String("network", ms(t.Network)), slog.String("wait", ms(t.Wait)))
+}
+
+// phase kinds
+const (
+	kindTPM     = "tpm"
+	kindNetwork = "network"
+	kindWait    = "wait"
+)
+
+// Time runs fn as a phase of the given kind ("tpm", "network", "wait"),
+// logging and accumulating its duration.
+func (c *Client) Time(kind, name string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	d := time.Since(start)
+	if t := c.Timings; t != nil {
+		switch kind {
+		case kindTPM:
+			t.TPM += d
+		case kindNetwork:
+			t.Network += d
+		case kindWait:
+			t.Wait += d
+		}
+	}
+	if c.Log != nil {
+		c.Log.Debug("phase", "kind", kind, "name", name, "ms", float64(d.Microseconds())/1000, "ok", err == nil)
+	}
+	return err
 }
 
 // Register registers and polls until the operation ends; it returns the final
@@ -69,11 +133,20 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 	if c.CSR != nil {
 		reg.CSR = base64.StdEncoding.EncodeToString(c.CSR)
 	}
+	if c.TPM != nil {
+		// Repeated on the signed calls, as the Node and C SDKs do.
+		reg.TPM = c.TPM.Evidence()
+	}
 	body, err := json.Marshal(reg)
 	if err != nil {
 		return nil, err
 	}
 	base := "/" + url.PathEscape(c.IDScope) + "/registrations/" + url.PathEscape(c.RegistrationID)
+	if c.TPM != nil {
+		if err := c.answerChallenge(ctx, base+"/register", body); err != nil {
+			return nil, err
+		}
+	}
 	op, retry, err := c.do(ctx, http.MethodPut, base+"/register", body)
 	if err != nil {
 		return nil, err
@@ -87,6 +160,11 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 		case dpsapi.StatusAssigned:
 			if op.RegistrationState == nil || op.RegistrationState.AssignedHub == "" || op.RegistrationState.DeviceID == "" {
 				return nil, errors.New("service answered assigned without a hub and device ID")
+			}
+			if c.TPM != nil {
+				if err := c.importHubKey(op.RegistrationState); err != nil {
+					return nil, err
+				}
 			}
 			return op, nil
 		case dpsapi.StatusFailed, dpsapi.StatusDisabled:
@@ -105,10 +183,16 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 		if i >= maxPolls {
 			return nil, fmt.Errorf("still %s after %d polls", op.Status, maxPolls)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting to poll: %w", ctx.Err())
-		case <-time.After(retry):
+		err := c.Time(kindWait, "retry-after", func() error {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting to poll: %w", ctx.Err())
+			case <-time.After(retry):
+				return nil
+			}
+		})
+		if err != nil {
+			return nil, err
 		}
 		op, retry, err = c.do(ctx, http.MethodGet, base+"/operations/"+url.PathEscape(op.OperationID), nil)
 		if err != nil {
@@ -117,7 +201,131 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 	}
 }
 
+// answerChallenge sends the unsigned register call that a TPM enrollment
+// answers with 401 and a challenge, and imports the challenge into the TPM.
+func (c *Client) answerChallenge(ctx context.Context, path string, body []byte) error {
+	var status int
+	var data []byte
+	err := c.Time(kindNetwork, "register (unsigned, for the challenge)", func() error {
+		var err error
+		status, _, data, err = c.roundTrip(ctx, http.MethodPut, path, body, "")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var ch struct {
+		dpsapi.ErrorDetails
+		dpsapi.TPMChallenge
+	}
+	_ = json.Unmarshal(data, &ch)
+	switch {
+	case status == http.StatusUnauthorized && ch.AuthenticationKey != "":
+	case status == http.StatusTooManyRequests || status >= 500:
+		return fmt.Errorf("PUT %s: service answered %d", path, status)
+	case status >= 400:
+		// Unknown device, EK not enrolled, malformed keys: no challenge.
+		return refused(status, &ch.ErrorDetails)
+	default:
+		return fmt.Errorf("PUT %s: service answered %d to an unsigned TPM registration, want 401 with a challenge", path, status)
+	}
+	blob, err := base64.StdEncoding.DecodeString(ch.AuthenticationKey)
+	if err != nil {
+		return fmt.Errorf("TPM challenge: authenticationKey is not base64: %w", err)
+	}
+	return c.Time(kindTPM, "import challenge key", func() error {
+		if err := c.TPM.ImportAuthenticationKey(blob); err != nil {
+			return fmt.Errorf("TPM challenge: %w", err)
+		}
+		return nil
+	})
+}
+
+// importHubKey imports the hub key of the final registration state,
+// replacing the challenge key.
+func (c *Client) importHubKey(rs *dpsapi.DeviceRegistrationResult) error {
+	if rs.TPM == nil || rs.TPM.AuthenticationKey == "" {
+		return errors.New("service answered assigned without tpm.authenticationKey (the hub key)")
+	}
+	blob, err := base64.StdEncoding.DecodeString(rs.TPM.AuthenticationKey)
+	if err != nil {
+		return fmt.Errorf("hub key: tpm.authenticationKey is not base64: %w", err)
+	}
+	return c.Time(kindTPM, "import hub key", func() error {
+		if err := c.TPM.ImportAuthenticationKey(blob); err != nil {
+			return fmt.Errorf("hub key: %w", err)
+		}
+		return nil
+	})
+}
+
+func (c *Client) signer() credential.SASSigner {
+	if c.TPM != nil {
+		return c.TPM
+	}
+	return c.Signer
+}
+
+// do sends a signed call and decodes the operation status it answers.
 func (c *Client) do(ctx context.Context, method, path string, body []byte) (*dpsapi.RegistrationOperationStatus, time.Duration, error) {
+	var tok string
+	if s := c.signer(); s != nil {
+		kind := "software"
+		if c.TPM != nil {
+			kind = kindTPM
+		}
+		err := c.Time(kind, "sign SAS token", func() error {
+			var err error
+			tok, err = s.Token(sas.DeviceResource(c.IDScope, c.RegistrationID), c.now().Add(tokenLifetime))
+			return err
+		})
+		if err != nil {
+			return nil, 0, fmt.Errorf("sign SAS token: %w", err)
+		}
+	}
+	var status int
+	var header http.Header
+	var data []byte
+	name := "poll"
+	if method == http.MethodPut {
+		name = "register (signed)"
+	}
+	err := c.Time(kindNetwork, name, func() error {
+		var err error
+		status, header, data, err = c.roundTrip(ctx, method, path, body, tok)
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	retry := retryAfter(header.Get("retry-after"))
+	switch {
+	case status == http.StatusOK || status == http.StatusAccepted:
+		var op dpsapi.RegistrationOperationStatus
+		if err := json.Unmarshal(data, &op); err != nil {
+			return nil, 0, fmt.Errorf("decode response: %w", err)
+		}
+		return &op, retry, nil
+	case status == http.StatusTooManyRequests || status >= 500:
+		return nil, 0, fmt.Errorf("%s %s: service answered %d", method, path, status)
+	default:
+		var e dpsapi.ErrorDetails
+		_ = json.Unmarshal(data, &e)
+		return nil, 0, refused(status, &e)
+	}
+}
+
+func refused(status int, e *dpsapi.ErrorDetails) *RefusedError {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return &RefusedError{HTTPStatus: status, Code: e.ErrorCode, Message: msg}
+}
+
+// roundTrip sends one request (with the token as Authorization, if any) and
+// reads the answer.
+func (c *Client) roundTrip(ctx context.Context, method, path string, body []byte, token string) (int, http.Header, []byte, error) {
 	v := APIVersion
 	if c.CSR != nil {
 		v = dpsapi.APIVersionIssuance
@@ -125,46 +333,25 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*dps
 	u := "https://" + c.Host + path + "?api-version=" + v
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		return nil, 0, err
+		return 0, nil, nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	}
-	if c.Signer != nil {
-		tok, err := c.Signer.Token(sas.DeviceResource(c.IDScope, c.RegistrationID), c.now().Add(tokenLifetime))
-		if err != nil {
-			return nil, 0, fmt.Errorf("sign SAS token: %w", err)
-		}
-		req.Header.Set("Authorization", tok)
+	if token != "" {
+		req.Header.Set("Authorization", token)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
+		return 0, nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, dpsapi.MaxMessageSize+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read response: %w", err)
+		return 0, nil, nil, fmt.Errorf("read response: %w", err)
 	}
-	retry := retryAfter(resp.Header.Get("retry-after"))
-	switch {
-	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted:
-		var op dpsapi.RegistrationOperationStatus
-		if err := json.Unmarshal(data, &op); err != nil {
-			return nil, 0, fmt.Errorf("decode response: %w", err)
-		}
-		return &op, retry, nil
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return nil, 0, fmt.Errorf("%s %s: service answered %d", method, path, resp.StatusCode)
-	default:
-		var e dpsapi.ErrorDetails
-		_ = json.Unmarshal(data, &e)
-		if e.Message == "" {
-			e.Message = http.StatusText(resp.StatusCode)
-		}
-		return nil, 0, &RefusedError{HTTPStatus: resp.StatusCode, Code: e.ErrorCode, Message: e.Message}
-	}
+	return resp.StatusCode, resp.Header, data, nil
 }
 
 // retryAfter reads integer seconds (1…300), as the C SDK does; anything else is 2 s.

@@ -26,6 +26,16 @@ type Result struct {
 	// IssuedCertificateFile is where the certificate chain the service
 	// issued (from the agent's CSR) was written.
 	IssuedCertificateFile string `json:"issuedCertificateFile,omitempty"`
+	// TPM says where the hub key is, for TPM attestation: it was imported
+	// into the TPM and never left it; sign hub SAS tokens with TPM2_HMAC there.
+	TPM *TPMKey `json:"tpm,omitempty"`
+}
+
+// TPMKey locates the hub key in the device's TPM.
+type TPMKey struct {
+	Path string `json:"path"`
+	// HubKeyHandle is the persistent handle, hex (e.g. "0x81000100").
+	HubKeyHandle string `json:"hubKeyHandle"`
 }
 
 // ErrNone is returned by Load when there is no result yet.
