@@ -9,9 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -22,12 +26,14 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/edgeprov/edgeprov/agent/state"
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/hub/local"
 	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 	"github.com/edgeprov/edgeprov/testenv/e2e"
+	pgtest "github.com/edgeprov/edgeprov/testenv/postgres"
 	"github.com/edgeprov/edgeprov/testenv/swtpm"
 	"github.com/edgeprov/edgeprov/tpm"
 )
@@ -332,5 +338,90 @@ enrollmentGroups:
 	}
 	if !strings.Contains(d.Log(), "certificate signed by unknown authority") {
 		t.Errorf("daemon did not log why the vendor-B EK certificate was refused:\n%s", d.Log())
+	}
+}
+
+// TestTPMChallengeAcrossReplicas: two edgeprovd replicas on one PostgreSQL.
+// The challenge issued by one replica is answered on the other (the
+// challenge lives in the store), the operation polls on the first, and the
+// same answer replayed on the first replica is refused.
+func TestTPMChallengeAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	inst := swtpm.Start(t)
+	ek, regID := tpmKeys(t, inst)
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDB(t, "edgeprov")
+	a := e2e.NewDaemon(t, e2e.Options{Catalog: fmt.Sprintf(`version: 1
+enrollments:
+  - registrationId: %s
+    attestation: {type: tpm, tpm: {endorsementKey: %s}}
+`, regID, ek), CatalogFiles: map[string]string{"pg.dsn": dsn + "\n"},
+		Store: "  type: postgres\n  postgres: {dsnFile: pg.dsn, maxConns: 4}\n"})
+	b := e2e.NewReplica(t, a)
+	a.Start(t)
+	b.Start(t)
+
+	dev, err := tpm.Open(inst.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	srk, err := dev.StorageRootKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := httpsClient(t, a.CACert)
+	path := "/" + a.IDScope + "/registrations/" + regID
+	send := func(d *e2e.Daemon, method, suffix, auth string, body any) (int, []byte) {
+		t.Helper()
+		data, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, "https://"+d.DeviceAddr+path+suffix+"?api-version=2021-06-01", bytes.NewReader(data))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	reg := dpsapi.DeviceRegistration{RegistrationID: regID, TPM: &dpsapi.TPMAttestation{EndorsementKey: ek, StorageRootKey: base64.StdEncoding.EncodeToString(srk)}}
+
+	status, body := send(a, "PUT", "/register", "", reg)
+	var ch dpsapi.TPMChallenge
+	if err := json.Unmarshal(body, &ch); status != 401 || err != nil || ch.AuthenticationKey == "" {
+		t.Fatalf("challenge from replica a: %d %s", status, body)
+	}
+	blob, _ := base64.StdEncoding.DecodeString(ch.AuthenticationKey)
+	if err := dev.ImportAuthenticationKey(blob, tpm.AuthKeyHandle); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := sas.BuildWithMAC(func(s []byte) ([]byte, error) { return dev.HMAC(tpm.AuthKeyHandle, s) },
+		url.QueryEscape(sas.DeviceResource(a.IDScope, regID)), time.Now().Add(time.Hour), sas.DeviceKeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body = send(b, "PUT", "/register", tok, reg)
+	var op dpsapi.RegistrationOperationStatus
+	if err := json.Unmarshal(body, &op); status != 202 || err != nil {
+		t.Fatalf("answer on replica b: %d %s\n%s", status, body, b.Log())
+	}
+	status, body = send(a, "GET", "/operations/"+op.OperationID, tok, struct{}{})
+	var final dpsapi.RegistrationOperationStatus
+	if err := json.Unmarshal(body, &final); status != 200 || err != nil || final.Status != "assigned" || final.RegistrationState.TPM == nil {
+		t.Fatalf("poll on replica a: %d %s", status, body)
+	}
+	hubBlob, _ := base64.StdEncoding.DecodeString(final.RegistrationState.TPM.AuthenticationKey)
+	if err := dev.ImportAuthenticationKey(hubBlob, tpm.AuthKeyHandle); err != nil {
+		t.Fatalf("importing the hub key issued by replica b: %v", err)
+	}
+	if status, body = send(a, "PUT", "/register", tok, reg); status != 401 {
+		t.Fatalf("replayed answer on replica a: %d %s", status, body)
+	}
+	if n := count(t, pg, "SELECT count(*) FROM records"); n != 1 {
+		t.Fatalf("%d records, want 1", n)
 	}
 }
