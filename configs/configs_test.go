@@ -22,15 +22,16 @@ import (
 )
 
 const (
-	daemonExample  = "edgeprovd.example.yaml"
-	catalogExample = "enrollments.example.yaml"
-	agentExample   = "agent.example.yaml"
+	daemonExample   = "edgeprovd.example.yaml"
+	catalogExample  = "enrollments.example.yaml"
+	agentExample    = "agent.example.yaml"
+	agentTPMExample = "agent.tpm.example.yaml"
 )
 
 // TestEveryFileIsChecked fails when configs/ holds a file no test here loads, so
 // that a new example cannot go untested.
 func TestEveryFileIsChecked(t *testing.T) {
-	checked := []string{daemonExample, catalogExample, agentExample}
+	checked := []string{daemonExample, catalogExample, agentExample, agentTPMExample}
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -41,7 +42,7 @@ func TestEveryFileIsChecked(t *testing.T) {
 		case strings.HasPrefix(path, "keys/") && strings.HasSuffix(path, ".key"):
 			// TestKeyFiles.
 		case strings.HasPrefix(path, "certs/") && strings.HasSuffix(path, ".pem"):
-			// TestCertFiles.
+			// TestCertFiles; the TPM group's CA also TestCatalogExampleTPM.
 		case slices.Contains(checked, path):
 		default:
 			t.Errorf("configs/%s is not loaded by any test in configs_test.go", path)
@@ -153,6 +154,50 @@ func TestCatalogExample(t *testing.T) {
 	}
 }
 
+// TestCatalogExampleTPM: the example's TPM entries parse, the individual's
+// registration ID is the one derived from its EK (as the comment says), and
+// the TPM group read every certificate in configs/certs.
+func TestCatalogExampleTPM(t *testing.T) {
+	f, err := catalog.Load(catalogExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ind *enrollment.Individual
+	for _, e := range f.Individuals {
+		if e.Attestation.Type == enrollment.AttestationTPM {
+			ind = e
+		}
+	}
+	if ind == nil || ind.Attestation.TPM.EK() == nil || ind.Attestation.TPM.EK().RegistrationID() != ind.RegistrationID {
+		t.Fatalf("the example's TPM enrollment is missing or not registered under its EK's derived ID: %+v", ind)
+	}
+	if len(f.Set.TPMGroups()) != 1 {
+		t.Fatalf("the example has %d TPM groups, want 1", len(f.Set.TPMGroups()))
+	}
+	cas := f.Set.TPMGroups()[0].Attestation.TPM.EKCACerts()
+	data, err := os.ReadFile(filepath.Join("certs", "example-tpm-ek-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := enrollment.ParseCertificate(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cas) != 1 || !cas[0].Equal(want) {
+		t.Fatalf("the TPM group read %d CA certificates, want certs/example-tpm-ek-ca.pem", len(cas))
+	}
+}
+
+func TestAgentTPMExample(t *testing.T) {
+	c, err := agentconfig.Load(agentTPMExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Attestation.Type != "tpm" || c.RegistrationID != "" || c.Attestation.TPM.Handle() != 0x81000100 {
+		t.Fatalf("the TPM example is not a TPM config deriving its registration ID: %+v", c.Attestation)
+	}
+}
+
 func TestAgentExample(t *testing.T) {
 	if _, err := os.Stat(agentExample); os.IsNotExist(err) {
 		t.Logf("configs/%s does not exist yet: skipping its check", agentExample)
@@ -257,6 +302,9 @@ func TestCertFiles(t *testing.T) {
 			for _, c := range x.SigningCertificates.Certs() {
 				used = append(used, c.Cert())
 			}
+		}
+		if tp := g.Attestation.TPM; tp != nil {
+			used = append(used, tp.EKCACerts()...)
 		}
 	}
 	files, err := filepath.Glob("certs/*.pem")
