@@ -297,6 +297,11 @@ func (v *Verifier) Verify(ctx context.Context, a Answer, set enrollment.Lookup) 
 	}
 	t, err := match(a.RegistrationID, ek, srk, cert, set, c.EnrollmentGroupID, a.Now)
 	if err != nil {
+		// The device proved it holds the TPM, but the enrollment is gone or
+		// changed: the challenge is of no further use.
+		if derr := v.Store.Update(ctx, func(tx store.Tx) error { return tx.DeleteChallenge(c.Scope, c.RegistrationID) }); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+			return nil, fmt.Errorf("delete stale challenge: %w", derr)
+		}
 		return nil, err
 	}
 	m := &Match{Individual: t.individual, Group: t.group}
