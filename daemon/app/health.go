@@ -95,4 +95,3 @@ func (d *Daemon) probeTLS(ctx context.Context, a net.Addr) error {
 	}
 	return err
 }
-
