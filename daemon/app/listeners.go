@@ -23,6 +23,9 @@ const (
 // knownListeners are the names this build serves.
 var knownListeners = []string{ListenerDevice, ListenerMetrics, ListenerService}
 
+// ListenerNames are the socket names (FileDescriptorName=) this build serves.
+func ListenerNames() []string { return append([]string(nil), knownListeners...) }
+
 // listen returns the endpoint's listener: the sockets passed as name (merged
 // into one listener when there are several), else one bound to addr.
 func listen(inherited *systemd.Listeners, name, addr string) (net.Listener, bool, error) {

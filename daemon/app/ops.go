@@ -38,8 +38,8 @@ func (d *Daemon) Backup(w io.Writer) error {
 }
 
 // verifyStore is backup.VerifyFunc over bbolt: consistency check, schema
-// version this build reads, and the instance.
-func verifyStore(ctx context.Context) backup.VerifyFunc {
+// version this build reads, and the instance. The summary goes to *sum.
+func verifyStore(ctx context.Context, sums ...*bolt.Summary) backup.VerifyFunc {
 	return func(path string) (string, error) {
 		st, err := bolt.Open(path, bolt.Options{ReadOnly: true, Timeout: time.Second})
 		if err != nil {
@@ -49,6 +49,9 @@ func verifyStore(ctx context.Context) backup.VerifyFunc {
 		sum, err := st.Check(ctx)
 		if err != nil {
 			return "", err
+		}
+		for _, s := range sums {
+			*s = *sum
 		}
 		return sum.IDScope, nil
 	}
@@ -90,7 +93,8 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// Check what was written before it replaces anything: extract it beside
 	// itself and run the store's consistency check.
-	m, err := verifyArchive(ctx, layout(cfg), tmp.Name())
+	var sum bolt.Summary
+	m, err := verifyArchive(ctx, layout(cfg), tmp.Name(), &sum)
 	if err != nil {
 		return fmt.Errorf("backup written but does not verify: %w", err)
 	}
@@ -101,8 +105,8 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("backup: %w", err)
 	}
 	st, _ := os.Stat(*out)
-	fmt.Fprintf(stdout, "backup of ID scope %s (store schema %d, %d files, %d bytes) written to %s (%s)\n",
-		m.IDScope, m.SchemaVersion, len(m.Files), st.Size(), *out, how)
+	fmt.Fprintf(stdout, "backup of ID scope %s written to %s (%s): %d bytes, %d files, store schema %d, consistency check passed, %d registration records\n",
+		m.IDScope, *out, how, st.Size(), len(m.Files), sum.SchemaVersion, sum.Records)
 	return nil
 }
 
@@ -123,7 +127,7 @@ func offlineBackup(cfg *config.Config, w io.Writer) error {
 	})
 }
 
-func verifyArchive(ctx context.Context, l backup.Layout, path string) (*backup.Manifest, error) {
+func verifyArchive(ctx context.Context, l backup.Layout, path string, sum *bolt.Summary) (*backup.Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -131,7 +135,7 @@ func verifyArchive(ctx context.Context, l backup.Layout, path string) (*backup.M
 	defer f.Close()
 	dir := path + ".verify"
 	defer os.RemoveAll(dir)
-	return backup.Extract(f, dir, l, verifyStore(ctx))
+	return backup.Extract(f, dir, l, verifyStore(ctx, sum))
 }
 
 func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -155,11 +159,12 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer f.Close()
-	m, err := backup.Restore(f, layout(cfg), verifyStore(ctx), backup.RestoreOptions{Force: *force})
+	var sum bolt.Summary
+	m, err := backup.Restore(f, layout(cfg), verifyStore(ctx, &sum), backup.RestoreOptions{Force: *force})
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	fmt.Fprintf(stdout, "restored ID scope %s (store schema %d, backed up %s by edgeprovd %s) into %s\n",
-		m.IDScope, m.SchemaVersion, m.CreatedAt.Format(time.RFC3339), m.Edgeprovd, cfg.Path(cfg.StateDir))
+	fmt.Fprintf(stdout, "restored ID scope %s into %s: store schema %d, consistency check passed, %d registration records, %d operations, %d hub identities (backed up %s by edgeprovd %s)\n",
+		m.IDScope, cfg.Path(cfg.StateDir), sum.SchemaVersion, sum.Records, sum.Operations, sum.Identities, m.CreatedAt.Format(time.RFC3339), m.Edgeprovd)
 	return nil
 }
