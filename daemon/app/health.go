@@ -17,7 +17,8 @@ import (
 // systemd's watchdog (no ping while it fails, so systemd restarts a wedged
 // daemon) and the admin endpoint's /v1/health.
 //   - store: a tiny write transaction commits (writer lock free, disk takes
-//     writes and syncs); a stuck commit fails when ctx ends.
+//     writes and syncs); a stuck commit fails when ctx ends. A store without
+//     that capability (PostgreSQL) must answer a read.
 //   - state directory: a small file can be created, synced and removed. bbolt
 //     reuses free pages, so a full or read-only file system shows in store
 //     writes only when the file must grow, perhaps at the next burst of
@@ -30,6 +31,9 @@ func (d *Daemon) Health(ctx context.Context) error {
 		if err := p.Ping(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("store: %w", err))
 		}
+	} else if err := d.ready(ctx); err != nil {
+		// A store without Pinger (PostgreSQL): it answers a read.
+		errs = append(errs, fmt.Errorf("store: %w", err))
 	}
 	if err := probeDir(d.cfg.Path(d.cfg.StateDir)); err != nil {
 		errs = append(errs, fmt.Errorf("state directory: %w", err))

@@ -16,6 +16,14 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/store/bolt"
 )
 
+// embeddedOnly refuses backup and restore for a store edgeprovd does not own.
+func embeddedOnly(cfg *config.Config, cmd string) error {
+	if cfg.Store.Type != "bolt" {
+		return &ExitError{ExitConfig, fmt.Errorf("%s covers the embedded store; back up a %s store with its own tools (pg_dump) and the state directory's tls/ and policies/ as files", cmd, cfg.Store.Type)}
+	}
+	return nil
+}
+
 // layout is what a backup holds of a state directory.
 func layout(cfg *config.Config) backup.Layout {
 	return backup.Layout{
@@ -70,6 +78,9 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg, err := loadConfig(*cfgPath, *stateDir)
 	if err != nil {
+		return err
+	}
+	if err := embeddedOnly(cfg, "edgeprovd backup"); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".*")
@@ -152,6 +163,9 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	cfg, err := loadConfig(*cfgPath, *stateDir)
 	if err != nil {
+		return err
+	}
+	if err := embeddedOnly(cfg, "edgeprovd restore"); err != nil {
 		return err
 	}
 	f, err := os.Open(*from)

@@ -199,12 +199,12 @@ func TestSocketActivationUnknownName(t *testing.T) {
 	d := newDaemon(t)
 	d.StartWith(t, e2e.StartOptions{
 		Prefix:     []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`},
-		Env:        []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=metrics"},
+		Env:        []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=debug-http"},
 		ExtraFiles: []*os.File{f},
 		NoWait:     true,
 	})
 	exited, err := d.Exited(20 * time.Second)
-	if !exited || err == nil || !strings.Contains(d.Log(), "sockets named metrics are not served by this edgeprovd (set FileDescriptorName= to one of device-https)") {
+	if !exited || err == nil || !strings.Contains(d.Log(), "sockets named debug-http are not served by this edgeprovd (set FileDescriptorName= to one of device-https, metrics)") {
 		t.Fatalf("exited=%v err=%v\n%s", exited, err, d.Log())
 	}
 }
