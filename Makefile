@@ -73,10 +73,10 @@ demo: build
 
 # edgeprovd_<ver>_<arch>.deb (edgeprovd, edgeprovctl, units, sysusers and
 # tmpfiles, config as conffiles) and edgeprov-agent_<ver>_<arch>.deb into
-# $(DEB_OUT). Static binaries: the packages depend on no C library.
+# $(DEB_OUT). Static, stripped binaries: the packages depend on no C library.
 deb:
 	rm -rf $(DEB_OUT)/bin && mkdir -p $(DEB_OUT)/bin
-	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DEB_OUT)/bin/ ./daemon/cmd/... ./agent/cmd/...
+	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(DEB_OUT)/bin/ ./daemon/cmd/... ./agent/cmd/...
 	for p in edgeprovd edgeprov-agent; do \
 		DEB_ARCH=$(DEB_ARCH) DEB_VERSION=$(DEB_VERSION) DEB_BIN=$(DEB_OUT)/bin \
 			$(GO) run $(NFPM) package --config packaging/nfpm-$$p.yaml --packager deb \
