@@ -103,6 +103,7 @@ func TestDebPackages(t *testing.T) {
 				"/usr/share/doc/edgeprovd/README.md":                         "-rw-r--r-- root/root",
 				"/usr/share/doc/edgeprovd/examples/edgeprovd.example.yaml":   "-rw-r--r-- root/root",
 				"/usr/share/doc/edgeprovd/examples/enrollments.example.yaml": "-rw-r--r-- root/root",
+				"/usr/share/lintian/overrides/edgeprovd":                     "-rw-r--r-- root/root",
 			}},
 			{agent, map[string]string{
 				"/usr/bin/edgeprov-agent":                           "-rwxr-xr-x root/root",
