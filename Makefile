@@ -73,10 +73,11 @@ demo: build
 
 # edgeprovd_<ver>_<arch>.deb (edgeprovd, edgeprovctl, units, sysusers and
 # tmpfiles, config as conffiles) and edgeprov-agent_<ver>_<arch>.deb into
-# $(DEB_OUT). Static, stripped binaries: the packages depend on no C library.
+# $(DEB_OUT). Built with cgo (PKCS#11 tokens: the agent's device keys, the
+# daemon's sealing and issuing keys) for the host's architecture; stripped.
 deb:
 	rm -rf $(DEB_OUT)/bin && mkdir -p $(DEB_OUT)/bin
-	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(DEB_OUT)/bin/ ./daemon/cmd/... ./agent/cmd/...
+	CGO_ENABLED=1 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -buildmode=pie -ldflags '-s -w $(LDFLAGS)' -o $(DEB_OUT)/bin/ ./daemon/cmd/... ./agent/cmd/...
 	for p in edgeprovd edgeprov-agent; do \
 		DEB_ARCH=$(DEB_ARCH) DEB_VERSION=$(DEB_VERSION) DEB_BIN=$(DEB_OUT)/bin \
 			$(GO) run $(NFPM) package --config packaging/nfpm-$$p.yaml --packager deb \

@@ -24,13 +24,30 @@ func embeddedOnly(cfg *config.Config, cmd string) error {
 	return nil
 }
 
-// layout is what a backup holds of a state directory.
+// layout is what a backup holds of a state directory: the store, the TLS
+// material, the policy keys, and the data key sealing the store's secrets
+// when it lives there (the default).
 func layout(cfg *config.Config) backup.Layout {
-	return backup.Layout{
+	l := backup.Layout{
 		StateDir: cfg.Path(cfg.StateDir),
 		Store:    filepath.Base(cfg.StorePath()),
 		Dirs:     []string{filepath.Base(cfg.TLSDir()), filepath.Base(cfg.PolicyDir())},
 	}
+	if k := cfg.SecretsKeyPath(); filepath.Dir(k) == l.StateDir {
+		l.Files = append(l.Files, filepath.Base(k))
+	}
+	return l
+}
+
+// outsideNote says what a backup cannot hold, to be kept some other way.
+func outsideNote(cfg *config.Config) string {
+	switch {
+	case cfg.Secrets.KeyURI != "":
+		return "\nnote: the data key sealing the store's secrets is in a PKCS#11 token (" + cfg.Secrets.KeyURI + "): the backup cannot restore them without that token\n"
+	case filepath.Dir(cfg.SecretsKeyPath()) != cfg.Path(cfg.StateDir):
+		return "\nnote: the data key sealing the store's secrets, " + cfg.SecretsKeyPath() + ", is outside the state directory: back it up with the archive\n"
+	}
+	return "\n"
 }
 
 // Backup implements localadmin.Daemon: the archive of this daemon's state,
@@ -116,8 +133,8 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("backup: %w", err)
 	}
 	st, _ := os.Stat(*out)
-	fmt.Fprintf(stdout, "backup of ID scope %s written to %s (%s): %d bytes, %d files, store schema %d, consistency check passed, %d registration records\n",
-		m.IDScope, *out, how, st.Size(), len(m.Files), sum.SchemaVersion, sum.Records)
+	fmt.Fprintf(stdout, "backup of ID scope %s written to %s (%s): %d bytes, %d files, store schema %d, consistency check passed, %d registration records%s",
+		m.IDScope, *out, how, st.Size(), len(m.Files), sum.SchemaVersion, sum.Records, outsideNote(cfg))
 	return nil
 }
 

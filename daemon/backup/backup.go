@@ -49,6 +49,8 @@ type Layout struct {
 	Store string
 	// Dirs are the directories copied whole, e.g. tls and policies.
 	Dirs []string
+	// Files are single files copied when they exist, e.g. secrets.key.
+	Files []string
 }
 
 // Write writes the archive of l to w: m (Files filled in here), the store
@@ -90,6 +92,11 @@ func Write(w io.Writer, l Layout, snap Snapshotter, m Manifest) error {
 
 func (l Layout) files() ([]string, error) {
 	var out []string
+	for _, f := range l.Files {
+		if st, err := os.Stat(filepath.Join(l.StateDir, f)); err == nil && st.Mode().IsRegular() {
+			out = append(out, f)
+		}
+	}
 	for _, d := range l.Dirs {
 		root := filepath.Join(l.StateDir, d)
 		err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
@@ -212,7 +219,7 @@ func Extract(r io.Reader, dir string, l Layout, verify VerifyFunc) (m *Manifest,
 
 // allowed says whether name is the store or a clean path under one of Dirs.
 func (l Layout) allowed(name string) bool {
-	if name == l.Store {
+	if name == l.Store || slices.Contains(l.Files, name) {
 		return true
 	}
 	if name != path.Clean(name) || path.IsAbs(name) || strings.HasPrefix(name, "../") {
@@ -288,7 +295,7 @@ func Restore(r io.Reader, l Layout, verify VerifyFunc, opts RestoreOptions) (*Ma
 	if err := chownLike(staging, l.StateDir); err != nil {
 		return nil, err
 	}
-	top := append([]string{l.Store}, l.Dirs...)
+	top := append(append([]string{l.Store}, l.Dirs...), l.Files...)
 	aside := filepath.Join(l.StateDir, "pre-restore-"+stamp)
 	for _, name := range top {
 		cur := filepath.Join(l.StateDir, name)

@@ -124,6 +124,18 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 		t.Fatalf("restored %d registration records, but %d devices were registered before the backup began", n, len(before))
 	}
 
+	// Everything init made comes back, byte for byte: TLS material, policy
+	// key, the data key sealing the store's secrets.
+	for _, f := range []string{"tls/ca.key", "tls/server.pem", "policies/provisioningserviceowner.key", "secrets.key"} {
+		want, err := os.ReadFile(filepath.Join(d.StateDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(restoredState, f)); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s not restored as it was: %v", f, err)
+		}
+	}
+
 	cfg, err := os.ReadFile(d.Config)
 	if err != nil {
 		t.Fatal(err)
