@@ -9,7 +9,14 @@ LDFLAGS := -X github.com/edgeprov/edgeprov/daemon/app.Version=$(VERSION) \
            -X github.com/edgeprov/edgeprov/daemon/ctl.Version=$(VERSION) \
            -X github.com/edgeprov/edgeprov/agent/cli.Version=$(VERSION)
 
-.PHONY: all build setup test test-race lint bench bench-import fuzz demo clean
+# Debian packages (make deb): nfpm, pinned, run from the module proxy.
+NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+# A Debian version: 0.1.0~git<commit date>.<commit>, sorting before 0.1.0.
+DEB_VERSION ?= 0.1.0~git$(shell git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0)
+DEB_OUT ?= dist
+
+.PHONY: all build setup test test-race lint bench bench-import fuzz demo deb clean
 
 all: build
 
@@ -67,5 +74,19 @@ fuzz:
 demo: build
 	bash testenv/demo.sh
 
+# edgeprovd_<ver>_<arch>.deb (edgeprovd, edgeprovctl, units, sysusers and
+# tmpfiles, config as conffiles) and edgeprov-agent_<ver>_<arch>.deb into
+# $(DEB_OUT). Built with cgo (PKCS#11 tokens: the agent's device keys, the
+# daemon's sealing and issuing keys) for the host's architecture; stripped.
+deb:
+	rm -rf $(DEB_OUT)/bin && mkdir -p $(DEB_OUT)/bin
+	CGO_ENABLED=1 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -buildmode=pie -ldflags '-s -w $(LDFLAGS)' -o $(DEB_OUT)/bin/ ./daemon/cmd/... ./agent/cmd/...
+	for p in edgeprovd edgeprov-agent; do \
+		DEB_ARCH=$(DEB_ARCH) DEB_VERSION=$(DEB_VERSION) DEB_BIN=$(DEB_OUT)/bin \
+			$(GO) run $(NFPM) package --config packaging/nfpm-$$p.yaml --packager deb \
+			--target $(DEB_OUT)/$${p}_$(DEB_VERSION)_$(DEB_ARCH).deb || exit 1; \
+	done
+	rm -rf $(DEB_OUT)/bin
+
 clean:
-	rm -rf bin tmp
+	rm -rf bin tmp dist

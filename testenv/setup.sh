@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what edgeprov's test suite needs on a Debian 12 machine, as root:
 # the Debian packages (swtpm, tpm2-tools, SoftHSM2, mosquitto, PostgreSQL,
-# a C toolchain for cgo, Node.js + npm), the pinned Azure Node SDKs in
-# testenv/node (npm ci) and the Go modules (go mod download).
+# a C toolchain for cgo, Node.js + npm, systemd's tools and dpkg for the
+# packaging tests), the pinned Azure Node SDKs in testenv/node (npm ci), the Go
+# modules (go mod download) and the pinned nfpm of make deb.
 #
 # Idempotent: installs only what is missing, so a second run changes nothing.
 # The Go toolchain itself (the version in go.mod) must already be installed.
@@ -16,7 +17,8 @@ nodedir="$repo/testenv/node"
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
-packages=(swtpm swtpm-tools tpm2-tools softhsm2 mosquitto postgresql gcc libc6-dev ca-certificates)
+packages=(swtpm swtpm-tools tpm2-tools softhsm2 mosquitto postgresql gcc libc6-dev ca-certificates
+	systemd dpkg init-system-helpers make openssl)
 # Node may come from elsewhere than Debian (e.g. a Node.js 20 build in
 # /usr/bin that bundles npm): keep it when both commands are there.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
@@ -71,5 +73,9 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 say "go mod download ($(go version | cut -d' ' -f3))"
 (cd "$repo" && go mod download)
+# make deb (and its test) runs nfpm pinned in the Makefile; build it once here.
+nfpm="$(sed -n 's/^NFPM := //p' "$repo/Makefile")"
+say "go run $nfpm --version"
+(cd "$repo" && go run "$nfpm" --version >/dev/null)
 
 say "done"

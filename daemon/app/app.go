@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/edgeprov/edgeprov/daemon/config"
+	"github.com/edgeprov/edgeprov/daemon/systemd"
 )
 
 // ExitError carries a process exit code.
@@ -41,6 +42,8 @@ Usage:
   edgeprovd init  --config FILE [--state-dir D] [--san HOST]...  create the instance once (store, ID scope, TLS, policy key)
   edgeprovd run   --config FILE [--state-dir D] [--ready-file F] serve (the default command)
   edgeprovd ca COMMAND --config FILE ...          CA certificates with proof of possession (edgeprovd ca help)
+  edgeprovd backup  --config FILE --out FILE      archive the state (store snapshot, TLS, policy keys), online if edgeprovd runs
+  edgeprovd restore --config FILE --from FILE [--force]  restore an archive, with edgeprovd stopped
   edgeprovd check-catalog FILE                    validate an enrollment catalog without serving
   edgeprovd check-config FILE                     validate a daemon config without serving
   edgeprovd version
@@ -54,7 +57,7 @@ var Version = "dev"
 // Main runs edgeprovd with args (without the program name).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || args[0] == "--version") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -64,11 +67,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRun(ctx, args, stderr)
 	case "ca":
 		return cmdCA(ctx, args, stdout, stderr)
+	case "backup":
+		return cmdBackup(ctx, args, stdout, stderr)
+	case "restore":
+		return cmdRestore(ctx, args, stdout, stderr)
 	case "check-catalog":
 		return cmdCheckCatalog(args, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(args, stdout, stderr)
-	case "version":
+	case "version", "--version":
 		fmt.Fprintln(stdout, "edgeprovd", Version)
 		return nil
 	case "help", "-h", "--help":
@@ -102,9 +109,15 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
+// newLogger logs to w in the configured format, or, when w is a stderr that
+// journald reads (JOURNAL_STREAM), in the journal's native protocol with
+// priorities and one field per attribute.
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
+	if w == io.Writer(os.Stderr) && systemd.StderrIsJournal() {
+		return slog.New(systemd.NewJournalHandler(systemd.JournalOptions{Level: lv, Identifier: "edgeprovd", Fallback: w}))
+	}
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

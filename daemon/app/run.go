@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,16 +26,19 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/directory"
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
 	"github.com/edgeprov/edgeprov/daemon/hub/local"
+	"github.com/edgeprov/edgeprov/daemon/localadmin"
 	"github.com/edgeprov/edgeprov/daemon/metrics"
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/serviceapi"
 	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/daemon/systemd"
 	"github.com/edgeprov/edgeprov/daemon/throttle"
 )
 
@@ -49,6 +53,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	// Taken first, whatever happens next: LISTEN_* must not leak to children
+	// and the sockets must not stay open unserved.
+	inherited, err := systemd.InheritedListeners()
+	if err != nil {
+		return err
+	}
+	defer inherited.Close()
 	cfg, err := loadConfig(*cfgPath, *stateDir)
 	if err != nil {
 		return err
@@ -66,7 +77,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.Service.Listen = *serviceListen
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	d, err := Build(ctx, cfg, log)
+	d, err := BuildWith(ctx, cfg, log, Options{Listeners: inherited, Notifier: systemd.NotifierFromEnv()})
 	if err != nil {
 		return err
 	}
@@ -83,11 +94,22 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				d.ReloadCatalog()
+				d.Reload()
 			}
 		}
 	}()
 	return d.Serve(ctx, *readyFile)
+}
+
+// Options are what a daemon gets from its process rather than its config.
+type Options struct {
+	// Listeners are the sockets systemd passed; nil or empty binds the
+	// configured addresses.
+	Listeners *systemd.Listeners
+	// Notifier reports to systemd; nil reports nothing.
+	Notifier *systemd.Notifier
+	// WatchdogInterval overrides WATCHDOG_USEC (tests); 0 reads the environment.
+	WatchdogInterval time.Duration
 }
 
 // Daemon is a built edgeprovd.
@@ -101,8 +123,10 @@ type Daemon struct {
 	hubs      *hubSet
 	cas       *cacert.Registry
 	reg       *registration.Service
+	registrar *countingRegistrar
 	tls       *tls.Config
 	device    net.Listener
+	activated bool // the device listener came from systemd
 	service   *serviceapi.Handler // nil when the service endpoint is not configured
 	serviceLn net.Listener
 	metrics   *metrics.Metrics
@@ -110,22 +134,38 @@ type Daemon struct {
 	closers   closers
 	reload    reloader
 	started   time.Time
+	admin     net.Listener
+	notify    *systemd.Notifier
+	watchdog  time.Duration
+
+	mu     sync.Mutex
+	health error // last health check result
 }
 
 // Build assembles the daemon from its config; the listeners are bound here so
 // that errors (port in use) surface before Serve.
 func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	return BuildWith(ctx, cfg, log, Options{})
+}
+
+// BuildWith is Build with sockets and a notifier from the service manager.
+func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Daemon, error) {
 	st, where, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, store: st, started: time.Now().UTC()}
+	d := &Daemon{cfg: cfg, log: log, store: st, started: time.Now().UTC(), notify: opts.Notifier, watchdog: opts.WatchdogInterval}
 	ok := false
 	defer func() {
 		if !ok {
 			d.Close()
 		}
 	}()
+	if d.watchdog == 0 {
+		if d.watchdog, err = systemd.WatchdogInterval(); err != nil {
+			return nil, err
+		}
+	}
 	inst, err := st.Instance(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("no instance in %s: run 'edgeprovd init --config %s' first", where, cfg.File())
@@ -194,6 +234,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		PollLimit:     window(cfg.Throttling.PollsPerDevice, cfg.Throttling.PollWindow.Duration),
 		Admission:     throttle.NewAdmission(cfg.Throttling.MaxInFlight, cfg.Throttling.AdmissionWait.Duration),
 	})
+	d.registrar = &countingRegistrar{Service: d.reg}
 
 	cert, err := tls.LoadX509KeyPair(cfg.ServerCertPath(), cfg.ServerKeyPath())
 	if err != nil {
@@ -205,25 +246,32 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		// Request, not require: symmetric-key and TPM devices send no certificate.
 		ClientAuth: tls.RequestClientCert,
 	}
-	if d.device, err = net.Listen("tcp", cfg.Device.Listen); err != nil {
+	if d.device, d.activated, err = listen(opts.Listeners, ListenerDevice, cfg.Device.Listen); err != nil {
 		return nil, fmt.Errorf("device endpoint: %w", err)
 	}
-	if cfg.Metrics.Listen != "" {
-		if d.mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
-			return nil, fmt.Errorf("metrics listener: %w", err)
-		}
+	if d.mln, err = listenOptional(opts.Listeners, ListenerMetrics, cfg.Metrics.Listen); err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
 	}
 	if cfg.Service != nil {
-		if err := d.buildService(); err != nil {
+		if err := d.buildService(opts.Listeners); err != nil {
 			return nil, err
 		}
+	}
+	if opts.Listeners != nil {
+		if err := opts.Listeners.CheckAllTaken(knownListeners); err != nil {
+			return nil, &ExitError{ExitConfig, err}
+		}
+	}
+	if d.admin, err = localadmin.Listen(cfg.AdminSocketPath()); err != nil {
+		return nil, err
 	}
 	ok = true
 	return d, nil
 }
 
-// buildService makes the service operations endpoint and binds its listener.
-func (d *Daemon) buildService() error {
+// buildService makes the service operations endpoint and binds its listener
+// (or takes the socket systemd passed as service-https).
+func (d *Daemon) buildService(inherited *systemd.Listeners) error {
 	policies, err := loadPolicies(d.cfg)
 	if err != nil {
 		return err
@@ -244,7 +292,7 @@ func (d *Daemon) buildService() error {
 		ContinuationKey: ckey, Status: d.status, Skew: d.cfg.Service.SASClockSkew.Duration,
 		MaxBulkItems: d.cfg.Service.MaxBulkItems, Logger: d.log.With("endpoint", "service"),
 	})
-	if d.serviceLn, err = net.Listen("tcp", d.cfg.Service.Listen); err != nil {
+	if d.serviceLn, _, err = listen(inherited, ListenerService, d.cfg.Service.Listen); err != nil {
 		return fmt.Errorf("service endpoint: %w", err)
 	}
 	return nil
@@ -266,6 +314,9 @@ func (d *Daemon) Close() error {
 	}
 	if d.serviceLn != nil {
 		d.serviceLn.Close()
+	}
+	if d.admin != nil {
+		d.admin.Close()
 	}
 	err := d.closers.Close()
 	if d.store != nil {
@@ -312,7 +363,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 		srv  *http.Server
 	}
 	var servers []served
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	start := func(name string, srv *http.Server, ln net.Listener) {
 		servers = append(servers, served{name, srv})
 		go func() {
@@ -321,7 +372,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 			}
 		}()
 	}
-	start("device", newServer(https.NewHandler(d.reg, d.cfg.Device.RetryAfterSeconds, d.log), 30*time.Second), d.device)
+	start("device", newServer(https.NewHandler(d.registrar, d.cfg.Device.RetryAfterSeconds, d.log), 30*time.Second), d.device)
 	addrs := map[string]string{"device": d.device.Addr().String(), "idScope": d.scope}
 	if d.service != nil {
 		// Bulk imports of thousands of enrollments take longer than a device call.
@@ -329,25 +380,55 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 		addrs["service"] = d.serviceLn.Addr().String()
 	}
 
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); d.pruneLoop(ctx) }()
-	go func() { defer wg.Done(); d.watchCatalog(ctx) }()
-
+	admin := localadmin.NewServer(d, d.log)
+	go func() {
+		if err := admin.Serve(d.admin); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin socket: %w", err)
+		}
+	}()
 	var msrv *http.Server
 	if d.mln != nil {
 		msrv = &http.Server{Handler: d.metrics.Handler(d.ready), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 		go msrv.Serve(d.mln)
 		addrs["metrics"] = d.mln.Addr().String()
 	}
+	closeAll := func() {
+		for _, s := range servers {
+			s.srv.Close()
+		}
+		admin.Close()
+		if msrv != nil {
+			msrv.Close()
+		}
+	}
+
+	// The health checks once before READY: they prove each TLS socket
+	// completes a handshake and the store takes a write.
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	herr := d.Health(hctx)
+	cancel()
+	if herr != nil {
+		closeAll()
+		return fmt.Errorf("start-up health check: %w", herr)
+	}
 	if readyFile != "" {
 		data, _ := json.Marshal(addrs)
 		if err := pki.WriteFileAtomic(readyFile, data, 0o644); err != nil {
+			closeAll()
 			return fmt.Errorf("write ready file: %w", err)
 		}
 	}
+
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); d.pruneLoop(ctx) }()
+	go func() { defer wg.Done(); d.watchCatalog(ctx) }()
+	go func() { defer wg.Done(); d.superviseLoop(ctx) }()
+
 	d.log.Info("edgeprovd ready", "idScope", d.scope, "device", addrs["device"], "service", addrs["service"],
-		"linkedHubs", len(d.hubs.Linked()), "version", Version)
+		"socketActivated", d.activated, "linkedHubs", len(d.hubs.Linked()), "watchdog", d.watchdog, "version", Version)
+	// READY only now: the store is open, the listeners are bound and served.
+	d.sdNotify(d.notify.Ready(d.Status()))
 
 	var err error
 	select {
@@ -355,6 +436,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	case err = <-errc:
 	}
 	d.log.Info("edgeprovd stopping: draining in-flight requests")
+	d.sdNotify(d.notify.Stopping("stopping: draining in-flight requests"))
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, s := range servers {
@@ -365,9 +447,92 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	if msrv != nil {
 		msrv.Shutdown(sctx)
 	}
+	admin.Close()
 	wg.Wait()
 	return err
 }
+// sdNotify logs a failed notification: the service manager will act on the
+// missing message (a start timeout), the log says why.
+func (d *Daemon) sdNotify(err error) {
+	if err != nil {
+		d.log.Warn("systemd notification failed", "error", err)
+	}
+}
+
+// Status is the one-line status systemd shows: what is served, since when,
+// and the health check's verdict when it fails.
+func (d *Daemon) Status() string {
+	ind, groups := 0, 0
+	if f := d.catalog.Current(); f != nil {
+		ind, groups = len(f.Individuals), len(f.Groups)
+	}
+	s := fmt.Sprintf("serving %d enrollments and %d enrollment groups (ID scope %s); %d registrations since start, %d refused",
+		ind, groups, d.scope, d.registrar.registrations.Load(), d.registrar.refused.Load())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.health != nil {
+		s = "UNHEALTHY: " + d.health.Error() + "; " + s
+	}
+	return s
+}
+
+// Reload reloads the catalog between RELOADING=1 and READY=1, as systemctl
+// reload expects.
+func (d *Daemon) Reload() error {
+	d.sdNotify(d.notify.Reloading())
+	err := d.ReloadCatalog()
+	status := d.Status()
+	if err != nil {
+		status = "catalog reload refused, the previous catalog keeps serving; " + status
+	}
+	d.sdNotify(d.notify.Ready(status))
+	return err
+}
+
+// superviseLoop runs the health checks every half watchdog interval (every
+// 15 s without a watchdog, for the status line), pings the watchdog only
+// while they pass, and keeps the status line current.
+func (d *Daemon) superviseLoop(ctx context.Context) {
+	interval := 15 * time.Second
+	if d.watchdog > 0 {
+		interval = d.watchdog / 2
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := d.Status()
+	for {
+		hctx, cancel := context.WithTimeout(ctx, interval/2)
+		err := d.Health(hctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		d.mu.Lock()
+		was := d.health
+		d.health = err
+		d.mu.Unlock()
+		switch {
+		case err != nil && was == nil:
+			d.log.Error("health check failed; watchdog pings stop until it passes", "error", err)
+		case err == nil && was != nil:
+			d.log.Info("health check passes again")
+		}
+		if err == nil && d.watchdog > 0 {
+			d.sdNotify(d.notify.Watchdog())
+		}
+		if s := d.Status(); s != last {
+			d.sdNotify(d.notify.Status(s))
+			last = s
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+
 
 // window builds a per-device limiter; -1 means none.
 func window(limit int, period time.Duration) *throttle.Window {
@@ -399,6 +564,24 @@ func (d *Daemon) pruneLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// countingRegistrar counts registrations for the status line: those that
+// made an operation (attested; assigned, or failed as DPS fails them) and
+// those refused outright (unknown device, bad proof, bad request).
+type countingRegistrar struct {
+	*registration.Service
+	registrations, refused atomic.Int64
+}
+
+func (c *countingRegistrar) Register(ctx context.Context, req registration.RegisterRequest) (*dpsapi.RegistrationOperationStatus, error) {
+	st, err := c.Service.Register(ctx, req)
+	if err == nil {
+		c.registrations.Add(1)
+	} else {
+		c.refused.Add(1)
+	}
+	return st, err
 }
 
 // hubSet is the linked hubs built from the config.

@@ -533,3 +533,7 @@ func (c *Config) CAKeyPath() string      { return filepath.Join(c.TLSDir(), "ca.
 func (c *Config) ServerCertPath() string { return filepath.Join(c.TLSDir(), "server.pem") }
 func (c *Config) ServerKeyPath() string  { return filepath.Join(c.TLSDir(), "server.key") }
 func (c *Config) PolicyDir() string      { return filepath.Join(c.Path(c.StateDir), "policies") }
+
+// AdminSocketPath is the running daemon's local admin socket (online backup,
+// health), inside the state directory so only its owner reaches it.
+func (c *Config) AdminSocketPath() string { return filepath.Join(c.Path(c.StateDir), "admin.sock") }

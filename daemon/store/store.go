@@ -49,6 +49,13 @@ type Store interface {
 	Close() error
 }
 
+// Pinger is an optional capability of a Store: Ping proves the store takes a
+// write now (the daemon's health check, which feeds systemd's watchdog). It
+// returns when ctx ends even if the write is stuck.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Tx is what a transaction can do. Methods return ErrNotFound for missing records.
 type Tx interface {
 	Operation(scope, id string) (*Operation, error)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -111,6 +112,7 @@ type Daemon struct {
 	CACert      string
 	env         []string
 	cmd         *exec.Cmd
+	ready       string
 	log         *syncBuffer
 	done        chan error
 }
@@ -183,6 +185,9 @@ log: {level: debug}
 		t.Fatalf("edgeprovd init: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	d.CACert = filepath.Join(d.StateDir, "tls", "ca.pem")
+	if m := regexp.MustCompile(`ID scope: +(\S+)`).FindStringSubmatch(r.Stdout); m != nil {
+		d.IDScope = m[1]
+	}
 	return d
 }
 
@@ -226,24 +231,55 @@ func NewReplica(t testing.TB, a *Daemon) *Daemon {
 }
 
 // Start runs the daemon and waits until it serves.
-func (d *Daemon) Start(t testing.TB) {
+func (d *Daemon) Start(t testing.TB) { d.StartWith(t, StartOptions{}) }
+
+// StartOptions change how StartWith runs the daemon.
+type StartOptions struct {
+	// Env is added to the test's environment.
+	Env []string
+	// ExtraFiles become descriptors 3, 4, ... of the daemon (socket activation).
+	ExtraFiles []*os.File
+	// Prefix runs the daemon through another program that ends by executing it
+	// (systemd-socket-activate, a shell setting LISTEN_PID=$$).
+	Prefix []string
+	// Args are added to edgeprovd run's arguments.
+	Args []string
+	// Credential runs the daemon as another user.
+	Credential *syscall.Credential
+	// NoWait returns at once; call WaitReady.
+	NoWait bool
+}
+
+// StartWith runs the daemon as o says and, unless o.NoWait, waits until it serves.
+func (d *Daemon) StartWith(t testing.TB, o StartOptions) {
 	t.Helper()
-	ready := filepath.Join(d.Dir, "ready.json")
-	os.Remove(ready)
+	d.ready = filepath.Join(d.Dir, "ready.json")
+	os.Remove(d.ready)
 	d.log = &syncBuffer{}
-	d.cmd = exec.Command(Bin(t, "edgeprovd"), "run", "--config", d.Config, "--ready-file", ready)
-	d.cmd.Env = append(os.Environ(), d.env...)
+	args := append([]string{"run", "--config", d.Config, "--ready-file", d.ready}, o.Args...)
+	argv := append(append(append([]string{}, o.Prefix...), Bin(t, "edgeprovd")), args...)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
+	d.cmd.Env = append(append(os.Environ(), d.env...), o.Env...)
+	d.cmd.ExtraFiles = o.ExtraFiles
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: o.Credential}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d.done = make(chan error, 1)
 	go func() { d.done <- d.cmd.Wait() }()
 	t.Cleanup(func() { d.Stop(t) })
+	if !o.NoWait {
+		d.WaitReady(t)
+	}
+}
+
+// WaitReady waits until the daemon has written its ready file.
+func (d *Daemon) WaitReady(t testing.TB) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		data, err := os.ReadFile(ready)
+		data, err := os.ReadFile(d.ready)
 		if err == nil {
 			var r struct{ Device, Service, IDScope, Metrics string }
 			if err := json.Unmarshal(data, &r); err != nil {
@@ -261,6 +297,17 @@ func (d *Daemon) Start(t testing.TB) {
 		if time.Now().After(deadline) {
 			t.Fatalf("edgeprovd not ready after 20 s\n%s", d.log)
 		}
+	}
+}
+
+// Exited waits up to timeout for the daemon to exit and returns its error.
+func (d *Daemon) Exited(timeout time.Duration) (bool, error) {
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return true, err
+	case <-time.After(timeout):
+		return false, nil
 	}
 }
 

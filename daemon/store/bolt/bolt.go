@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -31,6 +33,7 @@ var (
 	bucketChallenges = []byte("challenges")
 	keySchema        = []byte("schemaVersion")
 	keyInstance      = []byte("instance")
+	keyHealth        = []byte("healthCheck")
 )
 
 // Options tune the store.
@@ -41,17 +44,32 @@ type Options struct {
 	BatchDelay time.Duration
 	// Timeout bounds waiting for the file lock (another edgeprovd holding it).
 	Timeout time.Duration
+	// ReadOnly opens the file with a shared lock, creates nothing and writes
+	// nothing (backups and checks of a stopped daemon's store).
+	ReadOnly bool
 }
 
 // Store is the bbolt store.
-type Store struct{ db *bbolt.DB }
+type Store struct {
+	db *bbolt.DB
+
+	mu   sync.Mutex
+	ping *pingCall // the write check in flight
+}
+
+type pingCall struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+var _ store.Pinger = (*Store)(nil)
 
 // Open opens or creates the store at path and checks its schema version.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another process (is edgeprovd already running?)", path)
@@ -62,6 +80,21 @@ func Open(path string, opts Options) (*Store, error) {
 		opts.BatchDelay = 2 * time.Millisecond
 	}
 	db.MaxBatchDelay = opts.BatchDelay
+	if opts.ReadOnly {
+		err = db.View(func(tx *bbolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if meta == nil {
+				return errors.New("not an edgeprov store (no meta bucket)")
+			}
+			_, err := schemaVersion(meta.Get(keySchema))
+			return err
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		return &Store{db: db}, nil
+	}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		// Buckets of later schema versions (CA certificates: 2, enrollments:
 		// 3, TPM challenges: 4) are created here, which is all their migration takes.
@@ -75,12 +108,9 @@ func Open(path string, opts Options) (*Store, error) {
 		if v == nil {
 			return meta.Put(keySchema, []byte(strconv.Itoa(store.SchemaVersion)))
 		}
-		n, err := strconv.Atoi(string(v))
+		n, err := schemaVersion(v)
 		if err != nil {
-			return fmt.Errorf("unreadable schema version %q", v)
-		}
-		if n > store.SchemaVersion {
-			return fmt.Errorf("store schema version %d is newer than this edgeprovd supports (%d): upgrade edgeprovd", n, store.SchemaVersion)
+			return err
 		}
 		if n < store.SchemaVersion {
 			// Every migration so far only adds buckets, created above. Writing
@@ -94,6 +124,113 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
+}
+
+// schemaVersion parses a stored schema version and refuses one this build
+// cannot read.
+func schemaVersion(v []byte) (int, error) {
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return 0, fmt.Errorf("unreadable schema version %q", v)
+	}
+	if n > store.SchemaVersion {
+		return n, fmt.Errorf("store schema version %d is newer than this edgeprovd supports (%d): "+
+			"install an edgeprovd at least as new as the one that last ran on this store, "+
+			"or restore a backup taken before the upgrade (edgeprovd restore)", n, store.SchemaVersion)
+	}
+	return n, nil
+}
+
+// Ping implements store.Pinger: it commits a tiny write (a timestamp in the
+// meta bucket), which takes the writer lock, writes pages and syncs the file.
+// Concurrent callers share one write. On a wedged store the commit may never
+// finish: Ping returns when ctx ends, and later callers wait for that same
+// stuck write rather than piling up more.
+func (s *Store) Ping(ctx context.Context) error {
+	s.mu.Lock()
+	call := s.ping
+	if call == nil {
+		call = &pingCall{done: make(chan struct{})}
+		s.ping = call
+		go func() {
+			call.err = s.db.Update(func(tx *bbolt.Tx) error {
+				return tx.Bucket(bucketMeta).Put(keyHealth, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+			})
+			s.mu.Lock()
+			s.ping = nil
+			s.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	s.mu.Unlock()
+	select {
+	case <-call.done:
+		if call.err != nil {
+			return fmt.Errorf("store write: %w", call.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("store write did not finish: %w", ctx.Err())
+	}
+}
+
+// Snapshot calls fn inside a read transaction with the size of a consistent
+// copy of the whole file and a WriterTo that writes exactly that many bytes.
+// Writers are not blocked meanwhile (bbolt's MVCC); a long snapshot only keeps
+// the file from shrinking its free pages until it ends.
+func (s *Store) Snapshot(fn func(size int64, w io.WriterTo) error) error {
+	return s.db.View(func(tx *bbolt.Tx) error { return fn(tx.Size(), tx) })
+}
+
+// Summary is what Check found.
+type Summary struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	IDScope       string `json:"idScope"`
+	Records       int    `json:"registrationRecords"`
+	Operations    int    `json:"operations"`
+	Identities    int    `json:"identities"`
+}
+
+// Check runs bbolt's consistency check over every page (no page twice, none
+// lost, keys in order) and reports what the store holds.
+func (s *Store) Check(ctx context.Context) (*Summary, error) {
+	var sum Summary
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() { // drained to the end: the checker reads tx
+			if len(errs) < 10 {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("consistency check: %w", errors.Join(errs...))
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errors.New("not an edgeprov store (no meta bucket)")
+		}
+		var err error
+		if sum.SchemaVersion, err = schemaVersion(meta.Get(keySchema)); err != nil {
+			return err
+		}
+		var inst store.Instance
+		if err := getJSON(meta, keyInstance, &inst); err != nil {
+			return fmt.Errorf("instance: %w", err)
+		}
+		sum.IDScope = inst.IDScope
+		count := func(name []byte) int {
+			if b := tx.Bucket(name); b != nil {
+				return b.Stats().KeyN
+			}
+			return 0
+		}
+		sum.Records, sum.Operations, sum.Identities = count(bucketRecords), count(bucketOps), count(bucketIdentities)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("check store %s: %w", s.db.Path(), err)
+	}
+	return &sum, nil
 }
 
 // Close closes the file.
