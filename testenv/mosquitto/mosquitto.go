@@ -224,7 +224,7 @@ func (b *Broker) waitReady() error {
 		if b.exited() {
 			return fmt.Errorf("mosquitto exited during start-up: %v", b.cmd.ProcessState)
 		}
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://"+b.Addr).SetClientID("ready-probe").
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr).SetClientID("ready-probe").
 			SetUsername(AdminUser).SetPassword(b.AdminPassword).SetConnectTimeout(time.Second).SetAutoReconnect(false))
 		t := c.Connect()
 		t.Wait()
@@ -297,7 +297,7 @@ func Connect(addr, clientID, username, password string, tlsCfg *tls.Config) (*Cl
 	if tlsCfg != nil {
 		scheme = "ssl://"
 	}
-	opts := mqtt.NewClientOptions().AddBroker(scheme+addr).SetClientID(clientID).SetUsername(username).SetPassword(password).
+	opts := mqtt.NewClientOptions().AddBroker(scheme + addr).SetClientID(clientID).SetUsername(username).SetPassword(password).
 		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second).SetCleanSession(true)
 	if tlsCfg != nil {
 		opts.SetTLSConfig(tlsCfg)

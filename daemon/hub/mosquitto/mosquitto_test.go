@@ -189,9 +189,13 @@ func TestDeviceAccess(t *testing.T) {
 	})
 	t.Run("fail/login-refused", func(t *testing.T) {
 		for name, try := range map[string]func() (*testbroker.Client, error){
-			"wrong-password":       func() (*testbroker.Client, error) { return connectDevice(b, "sensor-1", key(9)) },
-			"raw-key-as-password":  func() (*testbroker.Client, error) { return testbroker.Connect(b.Addr, "sensor-1", "sensor-1", string(k), nil) },
-			"other-client-id":      func() (*testbroker.Client, error) { return testbroker.Connect(b.Addr, "x", "sensor-1", sas.MQTTPassword(k, "sensor-1"), nil) },
+			"wrong-password": func() (*testbroker.Client, error) { return connectDevice(b, "sensor-1", key(9)) },
+			"raw-key-as-password": func() (*testbroker.Client, error) {
+				return testbroker.Connect(b.Addr, "sensor-1", "sensor-1", string(k), nil)
+			},
+			"other-client-id": func() (*testbroker.Client, error) {
+				return testbroker.Connect(b.Addr, "x", "sensor-1", sas.MQTTPassword(k, "sensor-1"), nil)
+			},
 			"password-of-other-id": func() (*testbroker.Client, error) { return connectDevice(b, "sensor-2", k) },
 		} {
 			if c, err := try(); err == nil {
@@ -493,4 +497,3 @@ func deviceCert(t *testing.T, ca *pki.CA, cn string) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 }
-
