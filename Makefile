@@ -57,6 +57,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzServiceBodies$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
 	$(GO) test -run '^$$' -fuzz '^FuzzContinuationToken$$' -fuzztime $(FUZZTIME) ./daemon/serviceapi/
 	$(GO) test -run '^$$' -fuzz '^FuzzImportReaders$$' -fuzztime $(FUZZTIME) ./daemon/ctl/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./daemon/allocation/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,

@@ -269,7 +269,10 @@ func probe(ctx context.Context, dial func(ctx context.Context, network, addr str
 	// Only the timing of the server's answer is used; nothing is sent after
 	// the handshake, so the certificate is not verified.
 	tc := tls.Client(c, &tls.Config{ServerName: host, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
-	_ = tc.HandshakeContext(ctx)
+	// Bounded by the connection's deadline, not ctx: a handshake cancelled
+	// through ctx closes the connection, and that error would pass for an
+	// answer.
+	_ = tc.Handshake()
 	if rtt, ok := c.rtt(); ok {
 		return rtt, nil
 	}

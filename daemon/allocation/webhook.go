@@ -3,11 +3,8 @@ package allocation
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,21 +126,9 @@ type DeviceRuntimeContext struct {
 type X509Context struct {
 	ClientCertificates struct {
 		Primary struct {
-			Info X509CertificateInfo `json:"info"`
+			Info *dpsapi.X509CertificateInfo `json:"info,omitempty"`
 		} `json:"primary"`
 	} `json:"clientCertificates"`
-}
-
-// X509CertificateInfo is DPS's X509CertificateInfo.
-type X509CertificateInfo struct {
-	SubjectName      string      `json:"subjectName"`
-	SHA1Thumbprint   string      `json:"sha1Thumbprint"`
-	SHA256Thumbprint string      `json:"sha256Thumbprint"`
-	IssuerName       string      `json:"issuerName"`
-	NotBeforeUTC     dpsapi.Time `json:"notBeforeUtc"`
-	NotAfterUTC      dpsapi.Time `json:"notAfterUtc"`
-	SerialNumber     string      `json:"serialNumber"`
-	Version          int         `json:"version"`
 }
 
 // AllocationResponse is what an allocation function answers. JSON field
@@ -189,11 +174,7 @@ func BuildRequest(req Request) (*AllocationRequest, error) {
 	case enrollment.AttestationX509:
 		rc.X509 = &X509Context{}
 		if c := d.X509; c != nil {
-			s1, s256 := sha1.Sum(c.Raw), sha256.Sum256(c.Raw)
-			rc.X509.ClientCertificates.Primary.Info = X509CertificateInfo{SubjectName: c.Subject.String(),
-				SHA1Thumbprint: strings.ToUpper(hex.EncodeToString(s1[:])), SHA256Thumbprint: strings.ToUpper(hex.EncodeToString(s256[:])),
-				IssuerName: c.Issuer.String(), NotBeforeUTC: dpsapi.Time{Time: c.NotBefore.UTC()}, NotAfterUTC: dpsapi.Time{Time: c.NotAfter.UTC()},
-				SerialNumber: strings.ToUpper(c.SerialNumber.Text(16)), Version: c.Version}
+			rc.X509.ClientCertificates.Primary.Info = dpsapi.NewX509CertificateInfo(c)
 		}
 	case enrollment.AttestationTPM:
 		rc.TPM = d.TPM
@@ -210,14 +191,22 @@ func BuildRequest(req Request) (*AllocationRequest, error) {
 	return out, nil
 }
 
-// withoutSecrets returns c with the attestation's keys left out, as DPS
-// serializes the enrollment for an allocation function.
+// withoutSecrets returns c with the attestation's keys left out and the
+// webhook URL's query (a function key) masked, as DPS serializes the
+// enrollment for an allocation function.
 func withoutSecrets(c enrollment.Common) enrollment.Common {
 	a := enrollment.Attestation{Type: c.Attestation.Type, X509: c.Attestation.X509}
 	if t := c.Attestation.TPM; t != nil {
 		a.TPM = &enrollment.TPMAttestation{EndorsementKey: t.EndorsementKey, StorageRootKey: t.StorageRootKey}
 	}
 	c.Attestation = a
+	if d := c.CustomAllocationDefinition; d != nil {
+		masked := *d
+		if base, _, ok := strings.Cut(d.WebhookURL, "?"); ok {
+			masked.WebhookURL = base + "?****"
+		}
+		c.CustomAllocationDefinition = &masked
+	}
 	return c
 }
 

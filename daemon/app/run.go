@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/attestation"
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
 	"github.com/edgeprov/edgeprov/daemon/attestation/x509chain"
@@ -25,13 +24,9 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/directory"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
-	"github.com/edgeprov/edgeprov/daemon/enrollment"
-	"github.com/edgeprov/edgeprov/daemon/hub"
-	"github.com/edgeprov/edgeprov/daemon/hub/local"
 	"github.com/edgeprov/edgeprov/daemon/metrics"
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
-	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/serviceapi"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/throttle"
@@ -82,7 +77,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				d.ReloadCatalog()
+				d.Reload()
 			}
 		}
 	}()
@@ -148,7 +143,9 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	if err != nil {
 		return nil, err
 	}
-	d.hubs = newHubSet(cfg, st, sealer)
+	if d.hubs, err = newHubSet(cfg, st, sealer, log); err != nil {
+		return nil, &ExitError{ExitConfig, err}
+	}
 	if d.dir, err = directory.New(ctx, directory.Config{Scope: d.scope, Catalog: d.catalog, Store: st, Sealer: sealer, Logger: log}); err != nil {
 		return nil, err
 	}
@@ -180,10 +177,7 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			Symkey: &symkey.Verifier{Skew: cfg.Device.SASClockSkew.Duration},
 			X509:   &x509chain.Verifier{CAs: d.cas},
 		},
-		Policies: map[string]allocation.Policy{
-			enrollment.AllocationHashed: allocation.Hashed{},
-			enrollment.AllocationStatic: allocation.Static{},
-		},
+		Policies:      d.hubs.policies(),
 		DefaultPolicy: cfg.Allocation.DefaultPolicy,
 		Scopes:        []string{d.scope},
 		Logger:        log,
@@ -265,6 +259,9 @@ func (d *Daemon) Close() error {
 	if d.serviceLn != nil {
 		d.serviceLn.Close()
 	}
+	if d.hubs != nil {
+		d.hubs.Close()
+	}
 	err := d.closers.Close()
 	if d.store != nil {
 		err = errors.Join(err, d.store.Close())
@@ -331,6 +328,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); d.pruneLoop(ctx) }()
 	go func() { defer wg.Done(); d.watchCatalog(ctx) }()
+	d.hubs.check(ctx)
 
 	var msrv *http.Server
 	if d.mln != nil {
@@ -398,23 +396,3 @@ func (d *Daemon) pruneLoop(ctx context.Context) {
 		}
 	}
 }
-
-// hubSet is the linked hubs built from the config.
-type hubSet struct{ linked []*hub.Linked }
-
-func newHubSet(cfg *config.Config, st store.Store, sealer secrets.Sealer) *hubSet {
-	hs := &hubSet{}
-	for _, h := range cfg.LinkedHubs {
-		var drv hub.Driver
-		switch h.Driver {
-		case "local":
-			drv = local.New(h.HostName, st, sealer)
-		}
-		hs.linked = append(hs.linked, &hub.Linked{Name: h.Name, HostName: h.HostName, Weight: *h.AllocationWeight,
-			ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Driver: drv})
-	}
-	return hs
-}
-
-// Linked implements registration.Hubs.
-func (h *hubSet) Linked() []*hub.Linked { return h.linked }
