@@ -2,22 +2,14 @@ package allocation_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"io"
-	"math/big"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/hub"
+	"github.com/edgeprov/edgeprov/testenv/tcpdelay"
 )
 
 // rtts is a fixed table of measurements by hub name; absent means down.
@@ -93,116 +85,6 @@ func contains(l []string, s string) bool {
 	return false
 }
 
-// tlsServer accepts TLS handshakes on loopback until closed.
-func tlsServer(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.(*tls.Conn).Handshake()
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hub"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
-}
-
-// DelayProxy forwards TCP connections to a target, holding every chunk of
-// data in either direction for Delay first: a hub far away.
-type DelayProxy struct {
-	ln     net.Listener
-	target string
-	delay  time.Duration
-	wg     sync.WaitGroup
-}
-
-// startDelayProxy starts a proxy on loopback; t.Cleanup stops it.
-func startDelayProxy(t testing.TB, target string, delay time.Duration) *DelayProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &DelayProxy{ln: ln, target: target, delay: delay}
-	t.Cleanup(p.Close)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.serve(c) }()
-		}
-	}()
-	return p
-}
-
-func (p *DelayProxy) serve(c net.Conn) {
-	defer c.Close()
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				time.Sleep(p.delay)
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		done <- struct{}{}
-	}
-	go pipe(up, c)
-	go pipe(c, up)
-	<-done
-}
-
-// Addr is where to connect.
-func (p *DelayProxy) Addr() string { return p.ln.Addr().String() }
-
-// Close stops accepting and waits for the connections to end.
-func (p *DelayProxy) Close() {
-	p.ln.Close()
-	p.wg.Wait()
-}
-
 func newProber(hubs []*hub.Linked) *allocation.Prober {
 	return allocation.NewProber(allocation.ProberConfig{Hubs: func() []*hub.Linked { return hubs },
 		Interval: time.Hour, Timeout: time.Second})
@@ -220,10 +102,10 @@ func measurement(t *testing.T, p *allocation.Prober, addr string) allocation.Mea
 }
 
 func TestProber(t *testing.T) {
-	fast := tlsServer(t)
-	slowUpstream := tlsServer(t)
+	fast := tcpdelay.StartServer(t)
+	slowUpstream := tcpdelay.StartServer(t)
 	const delay = 100 * time.Millisecond
-	proxy := startDelayProxy(t, slowUpstream.Addr().String(), delay)
+	proxy := tcpdelay.StartProxy(t, slowUpstream.Addr(), delay)
 
 	// A server that accepts and never says anything.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -246,7 +128,7 @@ func TestProber(t *testing.T) {
 	closed.Close()
 
 	hubs := []*hub.Linked{
-		{Name: "fast", LatencyProbe: fast.Addr().String(), Weight: 1},
+		{Name: "fast", LatencyProbe: fast.Addr(), Weight: 1},
 		{Name: "slow", LatencyProbe: proxy.Addr(), Weight: 1},
 		{Name: "silent", LatencyProbe: silent.Addr().String(), Weight: 1},
 		{Name: "closed", LatencyProbe: closedAddr, Weight: 1},
@@ -289,20 +171,7 @@ func TestProber(t *testing.T) {
 		t.Fatalf("with fast down picked %s, want slow", got)
 	}
 	// It recovers on the same address: it is used again.
-	again, err := tls.Listen("tcp", hubs[0].LatencyProbe, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
-	if err != nil {
-		t.Skipf("could not listen again on %s: %v", hubs[0].LatencyProbe, err)
-	}
-	defer again.Close()
-	go func() {
-		for {
-			c, err := again.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _ = c.(*tls.Conn).Handshake() }()
-		}
-	}()
+	fast.Restart(t)
 	p.ProbeOnce(context.Background())
 	if got := pick(); got != "fast" {
 		t.Fatalf("after recovery picked %s, want fast", got)
@@ -310,8 +179,8 @@ func TestProber(t *testing.T) {
 }
 
 func TestProberLifecycle(t *testing.T) {
-	srv := tlsServer(t)
-	hubs := []*hub.Linked{{Name: "a", LatencyProbe: srv.Addr().String(), Weight: 1}}
+	srv := tcpdelay.StartServer(t)
+	hubs := []*hub.Linked{{Name: "a", LatencyProbe: srv.Addr(), Weight: 1}}
 
 	t.Run("ok/first-use-starts-and-waits-for-a-round", func(t *testing.T) {
 		p := newProber(hubs)
