@@ -236,4 +236,3 @@ func TestMosquittoHub(t *testing.T) {
 		t.Fatal("a key or password reached the log")
 	}
 }
-
