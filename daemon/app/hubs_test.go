@@ -3,6 +3,8 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
@@ -13,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 	testbroker "github.com/edgeprov/edgeprov/testenv/mosquitto"
+	"github.com/edgeprov/edgeprov/testenv/testpki"
 )
 
 var groupKey = []byte("app tests group key, 32 bytes ..")
@@ -67,13 +72,18 @@ func configYAML(hubs string) string {
 
 func newDaemon(t *testing.T, hubs string, files map[string]string) *daemon {
 	t.Helper()
+	return newDaemonWithCatalog(t, hubs, files, fmt.Sprintf(catalogYAML, "enabled", base64.StdEncoding.EncodeToString(groupKey)))
+}
+
+func newDaemonWithCatalog(t *testing.T, hubs string, files map[string]string, catalog string) *daemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &daemon{dir: dir, cfgFile: filepath.Join(dir, "edgeprovd.yaml"), catFile: filepath.Join(dir, "enrollments.yaml"), log: &logBuffer{}}
 	for name, content := range files {
 		writeFile(t, filepath.Join(dir, name), content)
 	}
 	writeFile(t, d.cfgFile, configYAML(hubs))
-	d.setEnabled(t, true)
+	writeFile(t, d.catFile, catalog)
 	cfg, err := config.Load(d.cfgFile)
 	if err != nil {
 		t.Fatal(err)
@@ -234,5 +244,62 @@ func TestMosquittoHub(t *testing.T) {
 	}
 	if strings.Contains(d.log.String(), base64.StdEncoding.EncodeToString(devKey("fleet-m1"))) || strings.Contains(d.log.String(), b.AdminPassword) {
 		t.Fatal("a key or password reached the log")
+	}
+}
+
+// TestMosquittoX509Device: a device attested by its X.509 certificate is
+// given a broker user named by the certificate's CN, and logs in with the
+// certificate alone on a listener that maps certificates to users.
+func TestMosquittoX509Device(t *testing.T) {
+	root := testpki.NewRoot(t, "camera factory root")
+	leaf := root.Leaf(t, "cam-0007")
+	rootFile := filepath.Join(t.TempDir(), "root.pem")
+	writeFile(t, rootFile, root.PEM())
+	b := testbroker.Start(t, testbroker.WithClientCertificates(rootFile))
+	hubs := fmt.Sprintf("  - name: broker\n    hostName: broker.plant.test\n    driver: mosquitto\n    mosquitto: {url: %q, username: %s, passwordFile: broker.pass, caFile: %s}\n",
+		b.TLSURL(), testbroker.AdminUser, b.CAFile)
+	catalog := fmt.Sprintf(`version: 1
+enrollmentGroups:
+  - enrollmentGroupId: cameras
+    attestation: {type: x509, x509: {signingCertificates: {primary: {certificateFile: %s}}}}
+`, rootFile)
+	d := newDaemonWithCatalog(t, hubs, map[string]string{"broker.pass": b.AdminPassword + "\n"}, catalog)
+
+	ctx := context.Background()
+	certs := []*x509.Certificate{leaf.Cert}
+	op, err := d.Service().Register(ctx, registration.RegisterRequest{Scope: d.IDScope(), RegistrationID: "cam-0007", ClientCerts: certs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Service().OperationStatus(ctx, registration.PollRequest{Scope: d.IDScope(), RegistrationID: "cam-0007", OperationID: op.OperationID, ClientCerts: certs})
+	if err != nil || st.Status != dpsapi.StatusAssigned {
+		t.Fatalf("%+v, %v\n%s", st, err, d.log)
+	}
+	tlsCfg := &tls.Config{RootCAs: b.RootCAs(t), Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key}},
+		MinVersion: tls.VersionTLS12}
+	c, err := testbroker.Connect(b.CertAddr, "cam-0007", "", "", tlsCfg)
+	if err != nil {
+		t.Fatalf("the X.509 device cannot log in: %v\n%s", err, b.Log())
+	}
+	defer c.Close()
+	got := make(chan string, 1)
+	tok := c.Subscribe("devices/cam-0007/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		if !m.Retained() {
+			got <- string(m.Payload())
+		}
+	})
+	if tok.Wait(); tok.Error() != nil || tok.(*mqtt.SubscribeToken).Result()["devices/cam-0007/#"] == 128 {
+		t.Fatalf("subscription to its own topics: %v %v", tok.Error(), tok.(*mqtt.SubscribeToken).Result())
+	}
+	if tok := c.Publish("devices/cam-0007/telemetry", 1, false, "frame"); tok.Wait() && tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	select {
+	case p := <-got:
+		if p != "frame" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("its own message did not come back")
 	}
 }
