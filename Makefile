@@ -67,6 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePublic$$' -fuzztime $(FUZZTIME) ./tpm/dpsauth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAuthenticationKey$$' -fuzztime $(FUZZTIME) ./tpm/dpsauth/
 	$(GO) test -run '^$$' -fuzz '^FuzzPresented$$' -fuzztime $(FUZZTIME) ./daemon/attestation/tpm/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./daemon/allocation/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,

@@ -1,17 +1,21 @@
-// Package allocation chooses the linked hub a device is assigned to. This file
-// holds the policies that need no outside party: evenly weighted (hashed) and
-// static.
+// Package allocation chooses the linked hub a device is assigned to: DPS's four
+// policies. This file holds the contract and the policies that need no outside
+// party, evenly weighted (hashed) and static; latency.go the lowest-latency
+// policy and its prober; webhook.go custom allocation.
 package allocation
 
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"strings"
 
+	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
 )
@@ -21,14 +25,56 @@ var ErrNoHub = errors.New("no linked hub available")
 
 // Request is what a policy decides on.
 type Request struct {
+	// RegistrationID is the normalized (lower-case) registration ID.
 	RegistrationID string
 	// Candidates are the linked hubs the enrollment allows, in config order.
 	Candidates []*hub.Linked
+
+	// The rest is what DPS tells a custom allocation webhook: the enrollment
+	// the device matched (one of the two) and the device's side.
+	Individual *enrollment.Individual
+	Group      *enrollment.Group
+	Device     DeviceContext
+}
+
+// DeviceContext describes the registering device.
+type DeviceContext struct {
+	// RegistrationID as the device sent it.
+	RegistrationID string
+	// CurrentHub and CurrentDeviceID are set when the device was assigned
+	// before (re-provisioning).
+	CurrentHub, CurrentDeviceID string
+	// Attestation is the mechanism the device proved itself with
+	// (enrollment.AttestationSymmetricKey, ...X509, ...TPM).
+	Attestation string
+	// TPM holds the EK and SRK a TPM device presented.
+	TPM *dpsapi.TPMAttestation
+	// X509 is the device's verified leaf certificate (X.509 attestation).
+	X509 *x509.Certificate
+	// Payload is the device's registration payload, as sent.
+	Payload json.RawMessage
 }
 
 // Policy picks a hub.
 type Policy interface {
 	Allocate(ctx context.Context, req Request) (*hub.Linked, error)
+}
+
+// Decision is a hub and, from a custom allocation webhook, what it asked for
+// besides.
+type Decision struct {
+	Hub *hub.Linked
+	// InitialTwin, when set, is the twin the webhook wants the device to start
+	// with (used where DPS uses it: initial assignment and reset).
+	InitialTwin *enrollment.InitialTwin
+	// Payload is returned to the device in registrationState.payload.
+	Payload json.RawMessage
+}
+
+// Decider is a Policy whose answer carries more than a hub (custom
+// allocation). The registration service asks Decide when a policy has it.
+type Decider interface {
+	Decide(ctx context.Context, req Request) (*Decision, error)
 }
 
 // Candidates filters the linked hubs by the enrollment's iotHubs list (all

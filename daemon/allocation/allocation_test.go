@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
@@ -327,6 +328,8 @@ func BenchmarkAllocate(b *testing.B) {
 		{"hashed/hubs=3", allocation.Hashed{}, hubs(3)},
 		{"hashed/hubs=10", allocation.Hashed{}, hubs(10)},
 		{"static/hubs=1", allocation.Static{}, hubs(1)},
+		{"geoLatency/hubs=3", allocation.Latency{RTTs: rtts{"hub-00": 3 * time.Millisecond, "hub-01": 2 * time.Millisecond, "hub-02": 40 * time.Millisecond}, Tolerance: 5 * time.Millisecond}, hubs(3)},
+		{"geoLatency/hubs=10", allocation.Latency{RTTs: rtts{"hub-00": 3 * time.Millisecond, "hub-04": 2 * time.Millisecond, "hub-09": 4 * time.Millisecond}, Tolerance: 5 * time.Millisecond}, hubs(10)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ids := regIDs()

@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/edgeprov/edgeprov/daemon/allocation"
 	"github.com/edgeprov/edgeprov/daemon/attestation"
 	"github.com/edgeprov/edgeprov/daemon/attestation/symkey"
 	tpmattest "github.com/edgeprov/edgeprov/daemon/attestation/tpm"
@@ -28,14 +27,10 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/directory"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
-	"github.com/edgeprov/edgeprov/daemon/enrollment"
-	"github.com/edgeprov/edgeprov/daemon/hub"
-	"github.com/edgeprov/edgeprov/daemon/hub/local"
 	"github.com/edgeprov/edgeprov/daemon/localadmin"
 	"github.com/edgeprov/edgeprov/daemon/metrics"
 	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/registration"
-	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/serviceapi"
 	"github.com/edgeprov/edgeprov/daemon/store"
 	"github.com/edgeprov/edgeprov/daemon/systemd"
@@ -189,7 +184,9 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts O
 	if err != nil {
 		return nil, err
 	}
-	d.hubs = newHubSet(cfg, st, sealer)
+	if d.hubs, err = newHubSet(cfg, st, sealer, log); err != nil {
+		return nil, &ExitError{ExitConfig, err}
+	}
 	if d.dir, err = directory.New(ctx, directory.Config{Scope: d.scope, Catalog: d.catalog, Store: st, Sealer: sealer, Logger: log}); err != nil {
 		return nil, err
 	}
@@ -222,10 +219,7 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts O
 			X509:   &x509chain.Verifier{CAs: d.cas},
 			TPM:    &tpmattest.Verifier{Store: st, Sealer: sealer, Skew: cfg.Device.SASClockSkew.Duration},
 		},
-		Policies: map[string]allocation.Policy{
-			enrollment.AllocationHashed: allocation.Hashed{},
-			enrollment.AllocationStatic: allocation.Static{},
-		},
+		Policies:      d.hubs.policies(),
 		DefaultPolicy: cfg.Allocation.DefaultPolicy,
 		Scopes:        []string{d.scope},
 		Logger:        log,
@@ -318,6 +312,9 @@ func (d *Daemon) Close() error {
 	if d.admin != nil {
 		d.admin.Close()
 	}
+	if d.hubs != nil {
+		d.hubs.Close()
+	}
 	err := d.closers.Close()
 	if d.store != nil {
 		err = errors.Join(err, d.store.Close())
@@ -386,6 +383,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 			errc <- fmt.Errorf("admin socket: %w", err)
 		}
 	}()
+	d.hubs.check(ctx)
 	var msrv *http.Server
 	if d.mln != nil {
 		msrv = &http.Server{Handler: d.metrics.Handler(d.ready), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
@@ -476,14 +474,15 @@ func (d *Daemon) Status() string {
 	return s
 }
 
-// Reload reloads the catalog between RELOADING=1 and READY=1, as systemctl
-// reload expects.
+// Reload re-reads the config (linked hubs) and the catalog between
+// RELOADING=1 and READY=1, as systemctl reload expects; whatever fails to load
+// or validate is refused and the current one keeps serving.
 func (d *Daemon) Reload() error {
 	d.sdNotify(d.notify.Reloading())
-	err := d.ReloadCatalog()
+	err := errors.Join(d.ReloadConfig(), d.ReloadCatalog())
 	status := d.Status()
 	if err != nil {
-		status = "catalog reload refused, the previous catalog keeps serving; " + status
+		status = "reload refused, the previous config and catalog keep serving; " + status
 	}
 	d.sdNotify(d.notify.Ready(status))
 	return err
@@ -583,23 +582,3 @@ func (c *countingRegistrar) Register(ctx context.Context, req registration.Regis
 	}
 	return st, err
 }
-
-// hubSet is the linked hubs built from the config.
-type hubSet struct{ linked []*hub.Linked }
-
-func newHubSet(cfg *config.Config, st store.Store, sealer secrets.Sealer) *hubSet {
-	hs := &hubSet{}
-	for _, h := range cfg.LinkedHubs {
-		var drv hub.Driver
-		switch h.Driver {
-		case "local":
-			drv = local.New(h.HostName, st, sealer)
-		}
-		hs.linked = append(hs.linked, &hub.Linked{Name: h.Name, HostName: h.HostName, Weight: *h.AllocationWeight,
-			ApplyAllocationPolicy: *h.ApplyAllocationPolicy, Driver: drv})
-	}
-	return hs
-}
-
-// Linked implements registration.Hubs.
-func (h *hubSet) Linked() []*hub.Linked { return h.linked }

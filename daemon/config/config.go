@@ -121,20 +121,6 @@ const OwnerPolicy = "provisioningserviceowner"
 // Rights are the shared access policy rights the service API checks.
 var Rights = []string{"ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}
 
-// Allocation holds the service-level allocation settings.
-type Allocation struct {
-	DefaultPolicy string `yaml:"defaultPolicy,omitempty"`
-}
-
-// Hub is a linked hub.
-type Hub struct {
-	Name                  string `yaml:"name"`
-	HostName              string `yaml:"hostName"`
-	AllocationWeight      *int   `yaml:"allocationWeight,omitempty"`
-	ApplyAllocationPolicy *bool  `yaml:"applyAllocationPolicy,omitempty"`
-	Driver                string `yaml:"driver,omitempty"`
-}
-
 // Metrics is the plain-HTTP listener for /metrics, /healthz and /readyz.
 type Metrics struct {
 	// Listen is host:port; empty turns the listener off. Keep it on loopback
@@ -264,9 +250,7 @@ func (c *Config) defaults() {
 	if !c.Device.SASClockSkew.set {
 		c.Device.SASClockSkew.Duration = 5 * time.Minute
 	}
-	if c.Allocation.DefaultPolicy == "" {
-		c.Allocation.DefaultPolicy = enrollment.AllocationHashed
-	}
+	c.Allocation.defaults()
 	if !c.Operations.Retention.set {
 		c.Operations.Retention.Duration = 24 * time.Hour
 	}
@@ -310,18 +294,7 @@ func (c *Config) defaults() {
 		c.Log.Format = "text"
 	}
 	for i := range c.LinkedHubs {
-		h := &c.LinkedHubs[i]
-		if h.AllocationWeight == nil {
-			one := 1
-			h.AllocationWeight = &one
-		}
-		if h.ApplyAllocationPolicy == nil {
-			t := true
-			h.ApplyAllocationPolicy = &t
-		}
-		if h.Driver == "" {
-			h.Driver = "local"
-		}
+		c.LinkedHubs[i].defaults()
 	}
 }
 
@@ -404,11 +377,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	switch c.Allocation.DefaultPolicy {
-	case enrollment.AllocationHashed, enrollment.AllocationStatic:
-	default:
-		bad("allocation.defaultPolicy", "%q is not available (hashed or static)", c.Allocation.DefaultPolicy)
-	}
+	c.Allocation.validate(bad)
 	th := c.Throttling
 	for _, v := range []struct {
 		path string
@@ -457,12 +426,7 @@ func (c *Config) Validate() error {
 			bad(p+".hostName", "host name %q is used twice", h.HostName)
 		}
 		hosts[strings.ToLower(h.HostName)] = true
-		if w := *h.AllocationWeight; w < 1 || w > 1000 {
-			bad(p+".allocationWeight", "must be 1 to 1000 (to drain a hub, set applyAllocationPolicy: false)")
-		}
-		if h.Driver != "local" {
-			bad(p+".driver", "unknown hub driver %q (available: local)", h.Driver)
-		}
+		h.validate(p, bad)
 	}
 	if ca := c.IssuingCA; ca != nil {
 		if ca.CertFile == "" {

@@ -27,3 +27,14 @@ const (
 
 // HTTPStatus is the HTTP status an error code stands for.
 func HTTPStatus(code int) int { return code / 1000 }
+
+// Custom allocation outcomes. DPS's own codes for them are not documented
+// (protocol.md §11); these keep the HTTP-like first three digits.
+const (
+	// CodeWebhookResponse: the allocation webhook answered something unusable
+	// (a 4xx, a body that is no AllocationResponse, a hub it was not offered).
+	CodeWebhookResponse = 400211
+	// CodeWebhookUnavailable: the allocation webhook did not answer (unreachable,
+	// timed out, 5xx) on any attempt.
+	CodeWebhookUnavailable = 500211
+)

@@ -214,11 +214,14 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 		Attestation: res.Type, EnrollmentGroupID: res.GroupID()}
 	var rec *store.Record
 	var inTx func(store.Tx) error
+	var after func(context.Context)
 
-	// 3. Refuse disabled enrollments (an individual entry inside a group wins).
+	// 3. Refuse disabled enrollments (an individual entry inside a group wins),
+	// and take away the access a registered device had on its hub.
 	if c := res.Common(); !c.Enabled() {
 		s.fail(op, dpsapi.CodeEnrollmentDisabled, "The enrollment is disabled.")
-	} else if rec, inTx, err = s.assign(ctx, scope, key, req, res, prev, now, csr != nil); err != nil {
+		s.revoke(ctx, res, prev)
+	} else if rec, inTx, after, err = s.assign(ctx, scope, key, req, res, prev, now, csr != nil); err != nil {
 		var fe *failure
 		if !errors.As(err, &fe) {
 			return nil, err
@@ -262,6 +265,9 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*dpsapi.Re
 	}); err != nil {
 		return nil, fmt.Errorf("store registration of %s: %w", key, err)
 	}
+	if after != nil {
+		after(ctx)
+	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "registration", slog.String("scope", scope), slog.String("registrationId", key),
 		slog.String("attestation", res.Type), slog.String("enrollmentGroupId", res.GroupID()), slog.String("status", op.Status),
 		slog.String("operationId", op.ID), slog.String("hub", assignedHub(rec)))
@@ -276,122 +282,6 @@ type failure struct {
 }
 
 func (f *failure) Error() string { return f.msg }
-
-// assign runs steps 4 and 5: allocate a hub (honouring the reprovision policy and
-// the previous record) and create the identity there. It returns the new record
-// and, for drivers that write into edgeprov's store, the write to make in the
-// registration's transaction.
-func (s *Service) assign(ctx context.Context, scope, key string, req RegisterRequest, res *attestation.Result, prev *store.Record, now time.Time, issued bool) (*store.Record, func(store.Tx) error, error) {
-	c := res.Common()
-	h, err := s.allocate(ctx, key, c, prev)
-	if err != nil {
-		if errors.Is(err, allocation.ErrNoHub) {
-			return nil, nil, &failure{dpsapi.CodeNoHub, "No linked hub is available for this device: " + err.Error()}
-		}
-		return nil, nil, &failure{dpsapi.CodeAllocationFailed, "Allocation failed: " + err.Error()}
-	}
-	deviceID := res.DeviceID(key)
-	dev := hub.Device{DeviceID: deviceID, AuthType: res.HubAuthType(), KeyRef: res.KeyRef, Key: res.DeviceKey}
-	if res.Leaf != nil && dev.AuthType == hub.AuthSelfSigned {
-		_, dev.Thumbprint = dpsapi.Thumbprints(res.Leaf)
-	}
-	if issued {
-		// The device will authenticate to the hub with the certificate
-		// edgeprov's CA issues it.
-		dev.AuthType, dev.Thumbprint = hub.AuthCertificateAuthority, ""
-	}
-	if c.Capabilities != nil {
-		dev.IoTEdge = c.Capabilities.IoTEdge
-	}
-	if c.InitialTwin != nil {
-		if dev.InitialTwin, err = json.Marshal(c.InitialTwin); err != nil {
-			return nil, nil, fmt.Errorf("initial twin: %w", err)
-		}
-	}
-	// 5. Create or update the identity (idempotent, so a retried registration
-	// never makes a second one).
-	var inTx func(store.Tx) error
-	if td, ok := h.Driver.(TxDriver); ok {
-		inTx = func(tx store.Tx) error { return td.EnsureDeviceTx(tx, dev, now) }
-	} else if err := h.Driver.EnsureDevice(ctx, dev); err != nil {
-		s.log.LogAttrs(ctx, slog.LevelWarn, "hub driver failed", slog.String("hub", h.HostName), slog.String("deviceId", deviceID), slog.Any("error", err))
-		s.cfg.Observer.HubError(h.HostName)
-		if errors.Is(err, hub.ErrRefused) {
-			return nil, nil, &failure{dpsapi.CodeHubUnauthorized, "The linked hub rejected the device registration."}
-		}
-		return nil, nil, &failure{dpsapi.CodeInternal, "The linked hub could not be reached."}
-	}
-
-	rec := &store.Record{Scope: scope, RegistrationID: key, DeviceID: deviceID, AssignedHub: h.HostName, InitialHub: h.HostName,
-		Status: dpsapi.StatusAssigned, Substatus: dpsapi.SubstatusInitialAssignment, Attestation: res.Type,
-		EnrollmentGroupID: res.GroupID(), CreatedAt: now, UpdatedAt: now, ETag: newETag(), Payload: payloadOf(req.Body.Payload)}
-	if res.Leaf != nil && res.Individual != nil {
-		rec.CertificateInfo = dpsapi.NewX509CertificateInfo(res.Leaf)
-	}
-	if prev != nil {
-		rec.CreatedAt, rec.InitialHub = prev.CreatedAt, prev.InitialHub
-		switch {
-		case prev.AssignedHub == h.HostName:
-			rec.Substatus = prev.Substatus
-		case h.HostName == prev.InitialHub:
-			rec.Substatus = dpsapi.SubstatusReprovisionedToInitialAssignment
-		case migrate(c):
-			rec.Substatus = dpsapi.SubstatusDeviceDataMigrated
-		default:
-			rec.Substatus = dpsapi.SubstatusDeviceDataReset
-		}
-		if prev.AssignedHub != h.HostName || prev.DeviceID != deviceID {
-			// The device moved: DPS removes it from the hub it left.
-			s.removeOld(ctx, prev)
-		}
-	}
-	return rec, inTx, nil
-}
-
-// allocate picks the hub: the previous one when the reprovision policy says not
-// to move (and it is still linked), else the enrollment's policy.
-func (s *Service) allocate(ctx context.Context, key string, c *enrollment.Common, prev *store.Record) (*hub.Linked, error) {
-	linked := s.cfg.Hubs.Linked()
-	if prev != nil && !updateHub(c) {
-		for _, h := range linked {
-			if h.HostName == prev.AssignedHub {
-				return h, nil
-			}
-		}
-	}
-	name := c.AllocationPolicy
-	if name == "" {
-		name = s.cfg.DefaultPolicy
-	}
-	p, ok := s.cfg.Policies[name]
-	if !ok {
-		return nil, fmt.Errorf("allocation policy %q is not available on this daemon", name)
-	}
-	cands, err := allocation.Candidates(linked, c, name)
-	if err != nil {
-		return nil, err
-	}
-	return p.Allocate(ctx, allocation.Request{RegistrationID: key, Candidates: cands})
-}
-
-func (s *Service) removeOld(ctx context.Context, prev *store.Record) {
-	for _, h := range s.cfg.Hubs.Linked() {
-		if h.HostName == prev.AssignedHub {
-			if err := h.Driver.DeleteDevice(ctx, prev.DeviceID); err != nil {
-				s.log.LogAttrs(ctx, slog.LevelWarn, "could not remove device from its previous hub", slog.String("hub", h.HostName),
-					slog.String("deviceId", prev.DeviceID), slog.Any("error", err))
-			}
-		}
-	}
-}
-
-func updateHub(c *enrollment.Common) bool {
-	return c.ReprovisionPolicy == nil || c.ReprovisionPolicy.UpdateHubAssignment == nil || *c.ReprovisionPolicy.UpdateHubAssignment
-}
-
-func migrate(c *enrollment.Common) bool {
-	return c.ReprovisionPolicy == nil || c.ReprovisionPolicy.MigrateDeviceData == nil || *c.ReprovisionPolicy.MigrateDeviceData
-}
 
 func (s *Service) fail(op *store.Operation, code int, msg string) {
 	op.Status = dpsapi.StatusFailed

@@ -420,3 +420,24 @@ func write(t testing.TB, path, content string) {
 
 // Write writes a file (creating directories).
 func Write(t testing.TB, path, content string) { write(t, path, content) }
+
+// Reload sends SIGHUP (re-read the config's linked hubs, then the catalog)
+// and waits until the daemon has logged the catalog's outcome, the last step.
+func (d *Daemon) Reload(t testing.TB) {
+	t.Helper()
+	count := func() int {
+		l := d.Log()
+		return strings.Count(l, "catalog reloaded") + strings.Count(l, "catalog reload refused")
+	}
+	before := count()
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("edgeprovd did not finish reloading within 20 s\n%s", d.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -16,7 +17,16 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/store"
 )
 
-var _ hub.Driver = (*Driver)(nil)
+var (
+	_ hub.Driver = (*Driver)(nil)
+	_ hub.Reader = (*Driver)(nil)
+)
+
+// Identity statuses.
+const (
+	StatusEnabled  = "enabled"
+	StatusDisabled = "disabled"
+)
 
 // Driver keeps identities for one hub host name.
 type Driver struct {
@@ -50,23 +60,34 @@ func (d *Driver) keyContext(deviceID string) []byte {
 // EnsureDeviceTx is EnsureDevice inside the caller's transaction, so that the
 // registration record, the identity and the operation share one commit.
 func (d *Driver) EnsureDeviceTx(tx store.Tx, dev hub.Device, now time.Time) error {
+	status := StatusEnabled
+	if dev.Disabled {
+		status = StatusDisabled
+	}
 	cur, err := tx.Identity(d.hub, dev.DeviceID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		cur = &store.Identity{Hub: d.hub, DeviceID: dev.DeviceID, CreatedAt: now}
 	case err != nil:
 		return err
-	case cur.AuthType == dev.AuthType && cur.KeyRef == dev.KeyRef && cur.Thumbprint == dev.Thumbprint && cur.IoTEdge == dev.IoTEdge &&
-		bytes.Equal(cur.InitialTwin, dev.InitialTwin) && cur.Status == "enabled" && d.sameKey(cur, dev):
+	}
+	twin := cur.InitialTwin
+	if dev.Twin != nil {
+		if twin, err = json.Marshal(dev.Twin); err != nil {
+			return fmt.Errorf("twin: %w", err)
+		}
+	}
+	if cur.ETag != "" && cur.AuthType == dev.AuthType && cur.KeyRef == dev.KeyRef && cur.Thumbprint == dev.Thumbprint &&
+		cur.IoTEdge == dev.IoTEdge && bytes.Equal(cur.InitialTwin, twin) && cur.Status == status && d.sameKey(cur, dev) {
 		return nil
 	}
 	sealed, err := d.seal(dev)
 	if err != nil {
 		return err
 	}
-	cur.AuthType, cur.KeyRef, cur.Thumbprint, cur.IoTEdge, cur.InitialTwin = dev.AuthType, dev.KeyRef, dev.Thumbprint, dev.IoTEdge, dev.InitialTwin
+	cur.AuthType, cur.KeyRef, cur.Thumbprint, cur.IoTEdge, cur.InitialTwin = dev.AuthType, dev.KeyRef, dev.Thumbprint, dev.IoTEdge, twin
 	cur.SealedKey = sealed
-	cur.Status, cur.UpdatedAt = "enabled", now
+	cur.Status, cur.UpdatedAt = status, now
 	cur.ETag = fmt.Sprintf("%d", now.UnixNano())
 	return tx.PutIdentity(cur)
 }
@@ -136,4 +157,27 @@ func (d *Driver) DeleteDevice(ctx context.Context, deviceID string) error {
 		return fmt.Errorf("local hub %s: delete device %s: %w", d.hub, deviceID, err)
 	}
 	return nil
+}
+
+// ReadDevice implements hub.Reader.
+func (d *Driver) ReadDevice(ctx context.Context, deviceID string) (*hub.DeviceData, error) {
+	var id *store.Identity
+	err := d.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		id, err = tx.Identity(d.hub, deviceID)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("local hub %s: device %s: %w", d.hub, deviceID, hub.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("local hub %s: read device %s: %w", d.hub, deviceID, err)
+	}
+	out := &hub.DeviceData{IoTEdge: &id.IoTEdge}
+	if len(id.InitialTwin) > 0 {
+		if err := json.Unmarshal(id.InitialTwin, &out.Twin); err != nil {
+			return nil, fmt.Errorf("local hub %s: twin of %s: %w", d.hub, deviceID, err)
+		}
+	}
+	return out, nil
 }

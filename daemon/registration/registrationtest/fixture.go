@@ -4,9 +4,10 @@
 package registrationtest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"log/slog"
+	"maps"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -65,6 +66,8 @@ type Fixture struct {
 	Local map[string]*local.Driver
 	// StorePath is the bbolt file.
 	StorePath string
+	// Enrollments replaces the enrollments .
+	Enrollments *Enrollments
 	// Now is the clock the service uses; tests may move it.
 	Now atomic.Pointer[time.Time]
 	cfg registration.Config
@@ -86,15 +89,6 @@ func (h *Hubs) Linked() []*hub.Linked { return *h.v.Load() }
 // Set replaces the linked hubs.
 func (h *Hubs) Set(l []*hub.Linked) { h.v.Store(&l) }
 
-type sets struct{ s *enrollment.Set }
-
-func (s sets) Lookup(_ context.Context, scope, _ string) (enrollment.Lookup, error) {
-	if scope == Scope {
-		return s.s, nil
-	}
-	return nil, nil
-}
-
 // Options add to the fixture.
 type Options struct {
 	Individuals []*enrollment.Individual
@@ -103,6 +97,13 @@ type Options struct {
 	CAs x509chain.CAs
 	// Issuer certifies CSRs.
 	Issuer registration.CertIssuer
+	// Hubs builds the linked hubs (default: local hubs HubA and HubB,
+	// weight 1); f.LocalHub makes local ones.
+	Hubs func(f *Fixture) []*hub.Linked
+	// Policies are added to hashed and static.
+	Policies      map[string]allocation.Policy
+	DefaultPolicy string
+	Logger        *slog.Logger
 }
 
 // New builds the fixture; extra groups are added to the catalog.
@@ -140,40 +141,35 @@ func NewWith(tb testing.TB, opts Options) *Fixture {
 		{EnrollmentGroupID: "grp", RegistrationIDPrefixes: []string{"grp-"}, Common: enrollment.Common{
 			Attestation: enrollment.Attestation{Type: "symmetricKey", SymmetricKey: &enrollment.SymmetricKeyAttestation{PrimaryKey: b64(GroupKey)}}}},
 	}, extraGroups...)
-	for _, e := range individuals {
-		if err := e.Validate("test"); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	for _, g := range groups {
-		if err := g.Validate("test"); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	set, err := enrollment.NewSet(individuals, groups)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	ens := &Enrollments{}
+	ens.Replace(tb, individuals, groups)
+	set := ens.v.Load()
 	dataKey := make([]byte, secrets.KeySize)
 	_, _ = rand.Read(dataKey)
 	box, err := secrets.New(dataKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f := &Fixture{Store: st, Hubs: &Hubs{}, Set: set, Sealer: box, StorePath: storePath, Local: map[string]*local.Driver{
+	f := &Fixture{Store: st, Hubs: &Hubs{}, Set: set, Enrollments: ens, Sealer: box, StorePath: storePath, Local: map[string]*local.Driver{
 		HubA: local.New(HubA, st, box), HubB: local.New(HubB, st, box)}}
 	now := time.Now()
 	f.Now.Store(&now)
-	f.Hubs.Set([]*hub.Linked{
-		{Name: "a", HostName: HubA, Weight: 1, ApplyAllocationPolicy: true, Driver: f.Local[HubA]},
-		{Name: "b", HostName: HubB, Weight: 1, ApplyAllocationPolicy: true, Driver: f.Local[HubB]},
-	})
+	if opts.Hubs != nil {
+		f.Hubs.Set(opts.Hubs(f))
+	} else {
+		f.Hubs.Set([]*hub.Linked{
+			{Name: "a", HostName: HubA, Weight: 1, ApplyAllocationPolicy: true, Driver: f.Local[HubA]},
+			{Name: "b", HostName: HubB, Weight: 1, ApplyAllocationPolicy: true, Driver: f.Local[HubB]},
+		})
+	}
+	policies := map[string]allocation.Policy{enrollment.AllocationHashed: allocation.Hashed{}, enrollment.AllocationStatic: allocation.Static{}}
+	maps.Copy(policies, opts.Policies)
 	clock := func() time.Time { return *f.Now.Load() }
 	f.cfg = registration.Config{
-		Store: st, Enrollments: sets{set}, Hubs: f.Hubs, Issuer: opts.Issuer,
+		Store: st, Enrollments: ens, Hubs: f.Hubs, Issuer: opts.Issuer, DefaultPolicy: opts.DefaultPolicy, Logger: opts.Logger,
 		Verifier: &attestation.Verifier{Symkey: &symkey.Verifier{Skew: 5 * time.Minute}, X509: &x509chain.Verifier{CAs: opts.CAs},
 			TPM: &tpmattest.Verifier{Store: st, Sealer: box, Skew: 5 * time.Minute}, Now: clock},
-		Policies: map[string]allocation.Policy{"hashed": allocation.Hashed{}, "static": allocation.Static{}},
+		Policies: policies,
 		Scopes:   []string{Scope}, Now: clock,
 	}
 	f.Service = registration.New(f.cfg)
