@@ -480,11 +480,15 @@ func (d *Daemon) Status() string {
 // or validate is refused and the current one keeps serving.
 func (d *Daemon) Reload() error {
 	d.sdNotify(d.notify.Reloading())
-	err := errors.Join(d.ReloadConfig(), d.ReloadCatalog())
+	cfgErr, catErr := d.ReloadConfig(), d.ReloadCatalog()
 	status := d.Status()
-	if err != nil {
-		status = "reload refused, the previous config and catalog keep serving; " + status
+	if catErr != nil {
+		status = "catalog reload refused, the previous catalog keeps serving; " + status
 	}
+	if cfgErr != nil {
+		status = "config reload refused, the previous linked hubs keep serving; " + status
+	}
+	err := errors.Join(cfgErr, catErr)
 	d.sdNotify(d.notify.Ready(status))
 	return err
 }

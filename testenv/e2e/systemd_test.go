@@ -204,7 +204,7 @@ func TestSocketActivationUnknownName(t *testing.T) {
 		NoWait:     true,
 	})
 	exited, err := d.Exited(20 * time.Second)
-	if !exited || err == nil || !strings.Contains(d.Log(), "sockets named debug-http are not served by this edgeprovd (set FileDescriptorName= to one of device-https, metrics)") {
+	if !exited || err == nil || !strings.Contains(d.Log(), "sockets named debug-http are not served by this edgeprovd (set FileDescriptorName= to one of device-https, metrics, service-https)") {
 		t.Fatalf("exited=%v err=%v\n%s", exited, err, d.Log())
 	}
 }
