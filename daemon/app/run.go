@@ -125,7 +125,7 @@ type Daemon struct {
 	registrar *countingRegistrar
 	tls       *tls.Config
 	device    net.Listener
-	activated bool // the device listener came from systemd
+	activated bool                // the device listener came from systemd
 	service   *serviceapi.Handler // nil when the service endpoint is not configured
 	serviceLn net.Listener
 	metrics   *metrics.Metrics
@@ -449,6 +449,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	wg.Wait()
 	return err
 }
+
 // sdNotify logs a failed notification: the service manager will act on the
 // missing message (a start timeout), the log says why.
 func (d *Daemon) sdNotify(err error) {
@@ -529,8 +530,6 @@ func (d *Daemon) superviseLoop(ctx context.Context) {
 		}
 	}
 }
-
-
 
 // window builds a per-device limiter; -1 means none.
 func window(limit int, period time.Duration) *throttle.Window {
