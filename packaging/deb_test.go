@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/edgeprov/edgeprov/testenv/e2e"
 )
@@ -96,6 +98,7 @@ func TestDebPackages(t *testing.T) {
 				"/usr/bin/edgeprovctl":                                       "-rwxr-xr-x root/root",
 				"/usr/lib/systemd/system/edgeprovd.service":                  "-rw-r--r-- root/root",
 				"/usr/lib/systemd/system/edgeprovd.socket":                   "-rw-r--r-- root/root",
+				"/usr/lib/systemd/system/edgeprovd-service.socket":           "-rw-r--r-- root/root",
 				"/usr/lib/sysusers.d/edgeprovd.conf":                         "-rw-r--r-- root/root",
 				"/usr/lib/tmpfiles.d/edgeprovd.conf":                         "-rw-r--r-- root/root",
 				"/etc/edgeprov/edgeprovd.yaml":                               "-rw-r----- root/root",
@@ -197,9 +200,10 @@ func installInScratchRoot(t *testing.T, daemon, agent string) {
 		"var/lib/edgeprov":             "-rwx------ " + ids,
 		"var/lib/edgeprov/edgeprov.db": "-rw------- " + ids,
 		"var/lib/edgeprov/tls/ca.key":  "-rw------- " + ids,
-		"etc/edgeprov":                 "-rwxr-x--- 0 " + pw[2],
-		"etc/edgeprov/edgeprovd.yaml":  "-rw-r----- 0 " + pw[2],
-		"var/lib/edgeprov-agent":       "-rwx------ 0 0",
+		"var/lib/edgeprov/policies/provisioningserviceowner.connection-string": "-rw------- " + ids,
+		"etc/edgeprov":                "-rwxr-x--- 0 " + pw[2],
+		"etc/edgeprov/edgeprovd.yaml": "-rw-r----- 0 " + pw[2],
+		"var/lib/edgeprov-agent":      "-rwx------ 0 0",
 	} {
 		if got := owner(p); got != want {
 			t.Errorf("%s: %s, want %s", p, got, want)
@@ -211,7 +215,8 @@ func installInScratchRoot(t *testing.T, daemon, agent string) {
 		t.Errorf("server certificate SANs lack the host name:\n%s", cert)
 	}
 	// Enabled, as dh_installsystemd would, though no systemd runs here.
-	for _, l := range []string{"sockets.target.wants/edgeprovd.socket", "multi-user.target.wants/edgeprovd.service", "multi-user.target.wants/edgeprov-agent.service"} {
+	for _, l := range []string{"sockets.target.wants/edgeprovd.socket", "sockets.target.wants/edgeprovd-service.socket",
+		"multi-user.target.wants/edgeprovd.service", "multi-user.target.wants/edgeprov-agent.service"} {
 		if _, err := os.Lstat(at("etc/systemd/system/" + l)); err != nil {
 			t.Errorf("not enabled: %v", err)
 		}
@@ -231,6 +236,8 @@ func installInScratchRoot(t *testing.T, daemon, agent string) {
 	if v := run(t, nil, at("usr/bin/edgeprov-agent"), "version"); !strings.Contains(v, debVersion) {
 		t.Errorf("edgeprov-agent version: %q", v)
 	}
+
+	checkPackagedLayout(t, root)
 
 	// Upgrade (reinstall): the edited conffile and the instance stay.
 	conf := at("etc/edgeprov/edgeprovd.yaml")
@@ -290,4 +297,47 @@ func e2eRun(t *testing.T, name string, args ...string) result {
 	}
 	t.Fatal(err)
 	return result{}
+}
+
+// checkPackagedLayout runs the installed edgeprovd on the packaged config and
+// state (on ephemeral ports: nothing of the host is touched) and runs the
+// installed edgeprovctl check against it with the connection string and CA
+// the postinst left.
+func checkPackagedLayout(t *testing.T, root string) {
+	at := func(p string) string { return filepath.Join(root, p) }
+	ready := filepath.Join(t.TempDir(), "ready.json")
+	cmd := exec.Command(at("usr/bin/edgeprovd"), "run", "--config", at("etc/edgeprov/edgeprovd.yaml"), "--state-dir", at("var/lib/edgeprov"),
+		"--listen", "127.0.0.1:0", "--service-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file", ready)
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-done; err != nil {
+			t.Errorf("installed edgeprovd: %v\n%s", err, log.String())
+		}
+	}()
+	var addrs struct{ Service string }
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if data, err := os.ReadFile(ready); err == nil && json.Unmarshal(data, &addrs) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the installed edgeprovd did not start")
+		}
+	}
+	check := exec.Command(at("usr/bin/edgeprovctl"), "check", "--address", addrs.Service, "--config", at("etc/edgeprov/edgeprovd.yaml"))
+	check.Env = append(os.Environ(),
+		"EDGEPROV_CONNECTION_STRING_FILE="+at("var/lib/edgeprov/policies/provisioningserviceowner.connection-string"),
+		"EDGEPROV_CA_FILE="+at("var/lib/edgeprov/tls/ca.pem"))
+	out, err := check.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "service listener") {
+		t.Fatalf("edgeprovctl check on the packaged layout: %v\n%s", err, out)
+	}
+	t.Logf("edgeprovctl check:\n%s", out)
 }

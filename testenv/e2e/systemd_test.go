@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/testenv/e2e"
 )
 
@@ -150,32 +151,41 @@ func TestNotifyLifecycle(t *testing.T) {
 	n.wait(t, t3, `^STOPPING=1\nSTATUS=stopping`, d)
 }
 
-// TestSocketActivationServesAgent passes edgeprovd a socket the test bound,
-// as systemd does (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), and provisions a
-// device through it; the configured address is not used.
+// TestSocketActivationServesAgent passes edgeprovd the device and service
+// sockets the test bound, as systemd does (LISTEN_FDS, LISTEN_PID,
+// LISTEN_FDNAMES), provisions a device through the first and runs
+// edgeprovctl check through the second; the configured addresses are not used.
 func TestSocketActivationServesAgent(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var files []*os.File
+	var want []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File() // a duplicate: it stays listening
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ln.Addr().String())
+		ln.Close()
+		defer f.Close()
+		files = append(files, f)
 	}
-	f, err := ln.(*net.TCPListener).File() // a duplicate: it stays listening
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	defer f.Close()
-	d := newDaemon(t)
+	d := e2e.NewDaemon(t, e2e.Options{Catalog: catalog, Service: true, CatalogFiles: map[string]string{
+		"group.key":   b64(groupKey) + "\n",
+		"blocked.key": b64(sas.DeriveDeviceKey(groupKey, "line-blocked")) + "\n",
+	}})
 	// LISTEN_PID must be the daemon's: sh sets it to its own, then execs.
 	d.StartWith(t, e2e.StartOptions{
 		Prefix:     []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`},
-		Env:        []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=device-https"},
-		ExtraFiles: []*os.File{f},
-		Args:       []string{"--listen", "127.0.0.1:1"},
+		Env:        []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=device-https:service-https"},
+		ExtraFiles: files,
+		Args:       []string{"--listen", "127.0.0.1:1", "--service-listen", "127.0.0.1:1"},
 	})
-	if d.DeviceAddr != addr {
-		t.Fatalf("serving %s, want the passed socket %s\n%s", d.DeviceAddr, addr, d.Log())
+	if d.DeviceAddr != want[0] || d.ServiceAddr != want[1] {
+		t.Fatalf("serving device %s, service %s; want the passed sockets %v\n%s", d.DeviceAddr, d.ServiceAddr, want, d.Log())
 	}
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.Log(), "socketActivated=true"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -183,6 +193,9 @@ func TestSocketActivationServesAgent(t *testing.T) {
 		}
 	}
 	provision(t, d, "line-0200")
+	if r := ctl(t, d, "check"); r.Code != 0 || !strings.Contains(r.Stdout, "service listener") {
+		t.Fatalf("edgeprovctl check through the passed service socket: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
 }
 
 // TestSocketActivationUnknownName: a socket edgeprovd does not serve is an
