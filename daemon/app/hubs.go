@@ -25,6 +25,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/hub/local"
 	"github.com/edgeprov/edgeprov/daemon/hub/mosquitto"
 	"github.com/edgeprov/edgeprov/daemon/hub/webhook"
+	"github.com/edgeprov/edgeprov/daemon/registration"
 	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/daemon/store"
 )
@@ -339,4 +340,15 @@ func (d *Daemon) ReloadConfig() error {
 		}
 	}
 	return nil
+}
+
+// deleteRegistration is the service API's DELETE of a registration: the record
+// and the device's identity on its hub go together (store errors as the
+// service API expects them).
+func (d *Daemon) deleteRegistration(ctx context.Context, registrationID, etag string) error {
+	err := d.reg.DeleteRegistration(ctx, d.scope, registrationID, etag)
+	if errors.Is(err, registration.ErrNotFound) {
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	}
+	return err
 }

@@ -284,7 +284,8 @@ func (d *Daemon) buildService(inherited *systemd.Listeners) error {
 		Directory: d.dir, Store: d.store, Hubs: local, Policies: policies,
 		HostNames:       append(append([]string{}, d.cfg.Device.HostNames...), d.cfg.Service.HostNames...),
 		ContinuationKey: ckey, Status: d.status, Skew: d.cfg.Service.SASClockSkew.Duration,
-		MaxBulkItems: d.cfg.Service.MaxBulkItems, Logger: d.log.With("endpoint", "service"),
+		DeleteRegistration: d.deleteRegistration,
+		MaxBulkItems:       d.cfg.Service.MaxBulkItems, Logger: d.log.With("endpoint", "service"),
 	})
 	if d.serviceLn, _, err = listen(inherited, ListenerService, d.cfg.Service.Listen); err != nil {
 		return fmt.Errorf("service endpoint: %w", err)

@@ -72,6 +72,12 @@ type Config struct {
 	ContinuationKey []byte
 	// Status, if set, answers GET /edgeprov/status.
 	Status func(ctx context.Context) any
+	// DeleteRegistration, if set, deletes a registration record whose etag is
+	// etag together with the device's identity on its hub, so the device loses
+	// access there (registration.Service.DeleteRegistration); it returns
+	// store.ErrNotFound or store.ErrConflict (wrapped) when the record is gone
+	// or changed. Unset, only the record is deleted, as in DPS.
+	DeleteRegistration func(ctx context.Context, registrationID, etag string) error
 	// Skew is how far past expiry a token is still accepted (default 5m).
 	Skew         time.Duration
 	MaxBodyBytes int64
@@ -576,6 +582,9 @@ func (h *Handler) getRegistration(w http.ResponseWriter, r *http.Request, id str
 func (h *Handler) deleteRegistration(w http.ResponseWriter, r *http.Request, id string) error {
 	ifMatch := r.Header.Get("If-Match")
 	key := dpsapi.NormalizeRegistrationID(id)
+	if h.cfg.DeleteRegistration != nil {
+		return h.deleteRegistrationAndAccess(w, r, id, key, ifMatch)
+	}
 	err := h.cfg.Store.Update(r.Context(), func(tx store.Tx) error {
 		rec, err := tx.Record(h.scope, key)
 		if errors.Is(err, store.ErrNotFound) {
@@ -592,6 +601,38 @@ func (h *Handler) deleteRegistration(w http.ResponseWriter, r *http.Request, id 
 		return err
 	}
 	h.log.Info("registration record deleted", "registrationId", key)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deleteRegistrationAndAccess checks the record and If-Match here, then has
+// the registration service delete the record and the hub identity, with the
+// record's etag so that a re-registration in between is not lost.
+func (h *Handler) deleteRegistrationAndAccess(w http.ResponseWriter, r *http.Request, id, key, ifMatch string) error {
+	var rec *store.Record
+	err := h.cfg.Store.View(r.Context(), func(tx store.Tx) error {
+		var err error
+		rec, err = tx.Record(h.scope, key)
+		return err
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fail(CodeRegistrationNotFound, "No registration record for "+strconv.Quote(id))
+	case err != nil:
+		return err
+	case ifMatch != "" && !directory.ETagMatches(ifMatch, rec.ETag):
+		return fail(dpsapi.CodePreconditionFailed, "The registration record has etag "+rec.ETag+", not "+ifMatch)
+	}
+	err = h.cfg.DeleteRegistration(r.Context(), key, rec.ETag)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fail(CodeRegistrationNotFound, "No registration record for "+strconv.Quote(id))
+	case errors.Is(err, store.ErrConflict):
+		return fail(dpsapi.CodePreconditionFailed, "The registration record changed while it was being deleted; read it again")
+	case err != nil:
+		return err
+	}
+	h.log.Info("registration record deleted, and the device removed from its hub", "registrationId", key, "hub", rec.AssignedHub)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -30,13 +30,15 @@ enrollmentGroups:
 // TestMosquittoThroughBinaries: edgeprovd with a Mosquitto hub provisions a
 // device through edgeprov-agent; the device then logs in to the real broker
 // with the password it derives from its key, reads its initial twin, publishes
-// on its own topic and is refused another device's. Once its enrollment is
-// disabled (catalog edit + SIGHUP) and it registers again, it is refused, and
-// the broker no longer lets it in.
+// on its own topic and is refused another device's. A second device's
+// registration is deleted with edgeprovctl: it cannot log in any more. Once
+// the first one's enrollment is disabled (catalog edit + SIGHUP) and it
+// registers again, it is refused, and the broker no longer lets it in.
 func TestMosquittoThroughBinaries(t *testing.T) {
 	t.Parallel()
 	b := testbroker.Start(t, testbroker.WithTLS())
 	d := e2e.NewDaemon(t, e2e.Options{
+		Service: true,
 		Catalog: lineCatalog("enabled"),
 		CatalogFiles: map[string]string{
 			"group.key":   b64(groupKey) + "\n",
@@ -96,6 +98,26 @@ func TestMosquittoThroughBinaries(t *testing.T) {
 		t.Fatalf("subscription to another device granted (%d)", q)
 	}
 	c.Close()
+
+	// Deleting a registration through the service API takes the device's
+	// broker access away.
+	cfg2, _ := agentConfig(t, d, "line-0002", "group")
+	if r := e2e.Run(t, nil, "edgeprov-agent", "provision", "--config", cfg2); r.Code != 0 {
+		t.Fatalf("agent line-0002: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	password2 := sas.MQTTPassword(sas.DeriveDeviceKey(groupKey, "line-0002"), "line-0002")
+	if c, err := testbroker.Connect(b.Addr, "line-0002", "line-0002", password2, nil); err != nil {
+		t.Fatalf("line-0002 cannot log in: %v", err)
+	} else {
+		c.Close()
+	}
+	if r := ctl(t, d, "registration", "delete", "line-0002"); r.Code != 0 {
+		t.Fatalf("edgeprovctl registration delete: exit %d\n%s%s\n%s", r.Code, r.Stdout, r.Stderr, d.Log())
+	}
+	if c, err := testbroker.Connect(b.Addr, "line-0002", "line-0002", password2, nil); err == nil {
+		c.Close()
+		t.Fatalf("line-0002 still logs in after its registration was deleted\n%s", d.Log())
+	}
 
 	e2e.Write(t, filepath.Join(d.Dir, "enrollments.yaml"), lineCatalog("disabled"))
 	d.Reload(t)
