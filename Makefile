@@ -68,6 +68,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAuthenticationKey$$' -fuzztime $(FUZZTIME) ./tpm/dpsauth/
 	$(GO) test -run '^$$' -fuzz '^FuzzPresented$$' -fuzztime $(FUZZTIME) ./daemon/attestation/tpm/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./daemon/allocation/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMQTTUsername$$' -fuzztime $(FUZZTIME) ./daemon/dpsapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMQTTRequestTopic$$' -fuzztime $(FUZZTIME) ./daemon/dpsapi/
 
 # Builds the binaries, initialises a daemon in a scratch directory with the
 # example config and catalog, provisions the example device with the agent,
