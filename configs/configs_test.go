@@ -62,6 +62,9 @@ func TestDaemonExample(t *testing.T) {
 	if len(cfg.LinkedHubs) == 0 {
 		t.Fatalf("the example links no hub")
 	}
+	if cfg.MQTT == nil || !cfg.MQTT.WebSocketEnabled() {
+		t.Errorf("the example does not serve MQTT and MQTT over WebSockets")
+	}
 	// The catalog it names is the example catalog, and it loads the way
 	// edgeprovd loads it (relative to the config file).
 	if cfg.Catalog == "" {

@@ -21,7 +21,7 @@ echo "== edgeprovd init (state in $scratch)"
 
 echo "== edgeprovd run"
 "$bin/edgeprovd" run --config configs/edgeprovd.example.yaml --state-dir "$scratch/state" \
-	--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --service-listen 127.0.0.1:0 --ready-file "$scratch/ready.json" 2>"$scratch/edgeprovd.log" &
+	--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --service-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --ready-file "$scratch/ready.json" 2>"$scratch/edgeprovd.log" &
 daemon_pid=$!
 for _ in $(seq 1 200); do
 	[[ -s "$scratch/ready.json" ]] && break

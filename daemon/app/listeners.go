@@ -11,17 +11,16 @@ import (
 
 // Listener names. They are the FileDescriptorName= of the .socket units in
 // packaging/ (LISTEN_FDNAMES): an endpoint serves the sockets systemd passed
-// under its name, else binds its configured address. Reserved for the MQTT
-// device endpoint still to come: "device-mqtt" (MQTT over TLS, 8883); add it
-// to knownListeners when it is served.
+// under its name, else binds its configured address.
 const (
 	ListenerDevice  = "device-https"  // device endpoint, HTTPS: 443 under systemd
+	ListenerMQTT    = "device-mqtt"   // device endpoint, MQTT over TLS: 8883 (needs an mqtt: section)
 	ListenerMetrics = "metrics"       // /metrics, /healthz, /readyz (plain HTTP)
 	ListenerService = "service-https" // service operations API, HTTPS: 9443
 )
 
 // knownListeners are the names this build serves.
-var knownListeners = []string{ListenerDevice, ListenerMetrics, ListenerService}
+var knownListeners = []string{ListenerDevice, ListenerMQTT, ListenerMetrics, ListenerService}
 
 // ListenerNames are the socket names (FileDescriptorName=) this build serves.
 func ListenerNames() []string { return append([]string(nil), knownListeners...) }

@@ -27,6 +27,7 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/directory"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
+	mqttep "github.com/edgeprov/edgeprov/daemon/endpoint/mqtt"
 	"github.com/edgeprov/edgeprov/daemon/localadmin"
 	"github.com/edgeprov/edgeprov/daemon/metrics"
 	"github.com/edgeprov/edgeprov/daemon/pki"
@@ -45,6 +46,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "", "override device.listen (host:port; port 0 picks a free one)")
 	metricsListen := fs.String("metrics-listen", "", "override metrics.listen")
 	serviceListen := fs.String("service-listen", "", "override service.listen (needs a service: section)")
+	mqttListen := fs.String("mqtt-listen", "", "override mqtt.listen (needs an mqtt: section; port 0 picks a free one)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +72,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			return &ExitError{ExitUsage, fmt.Errorf("--service-listen: %s has no service: section", *cfgPath)}
 		}
 		cfg.Service.Listen = *serviceListen
+	}
+	if *mqttListen != "" {
+		if cfg.MQTT == nil {
+			return &ExitError{ExitUsage, fmt.Errorf("--mqtt-listen: %s has no mqtt: section", *cfgPath)}
+		}
+		cfg.MQTT.Listen = *mqttListen
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	d, err := BuildWith(ctx, cfg, log, Options{Listeners: inherited, Notifier: systemd.NotifierFromEnv()})
@@ -132,6 +140,10 @@ type Daemon struct {
 	admin     net.Listener
 	notify    *systemd.Notifier
 	watchdog  time.Duration
+	// mqtt is the MQTT endpoint (nil when the config has no mqtt section),
+	// serving on mqttLn and, if enabled, over WebSockets on device.
+	mqtt   *mqttep.Server
+	mqttLn net.Listener
 
 	mu     sync.Mutex
 	health error // last health check result
@@ -251,6 +263,23 @@ func BuildWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts O
 			return nil, err
 		}
 	}
+	if cfg.MQTT == nil && opts.Listeners != nil {
+		if ls := opts.Listeners.Take(ListenerMQTT); len(ls) > 0 {
+			merge(ls).Close()
+			return nil, &ExitError{ExitConfig, fmt.Errorf("socket activation: a %s socket was passed but %s has no mqtt: section", ListenerMQTT, cfg.File())}
+		}
+	}
+	if m := cfg.MQTT; m != nil {
+		if d.mqttLn, _, err = listen(opts.Listeners, ListenerMQTT, m.Listen); err != nil {
+			return nil, fmt.Errorf("mqtt endpoint: %w", err)
+		}
+		d.mqtt, err = mqttep.New(mqttep.Config{Registrar: d.registrar, TLS: d.tls.Clone(), RetryAfter: cfg.Device.RetryAfterSeconds, Logger: log.With("endpoint", "mqtt"),
+			Limits: mqttep.Limits{MaxConnections: m.MaxConnections, ConnectTimeout: m.ConnectTimeout.Duration, MaxKeepAlive: m.MaxKeepAlive.Duration,
+				PacketRate: m.PacketRate, PacketBurst: m.PacketBurst}})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if opts.Listeners != nil {
 		if err := opts.Listeners.CheckAllTaken(knownListeners); err != nil {
 			return nil, &ExitError{ExitConfig, err}
@@ -293,6 +322,17 @@ func (d *Daemon) buildService(inherited *systemd.Listeners) error {
 	return nil
 }
 
+// MQTTAddr is the MQTT listener's address, or nil.
+func (d *Daemon) MQTTAddr() net.Addr {
+	if d.mqttLn == nil {
+		return nil
+	}
+	return d.mqttLn.Addr()
+}
+
+// DeviceAddr is the HTTPS device listener's address.
+func (d *Daemon) DeviceAddr() net.Addr { return d.device.Addr() }
+
 // Service exposes the registration service (for in-process benchmarks and tests).
 func (d *Daemon) Service() *registration.Service { return d.reg }
 
@@ -315,6 +355,12 @@ func (d *Daemon) Close() error {
 	}
 	if d.hubs != nil {
 		d.hubs.Close()
+	}
+	if d.mqtt != nil {
+		d.mqtt.Close()
+	}
+	if d.mqttLn != nil {
+		d.mqttLn.Close()
 	}
 	err := d.closers.Close()
 	if d.store != nil {
@@ -370,8 +416,18 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 			}
 		}()
 	}
-	start("device", newServer(https.NewHandler(d.registrar, d.cfg.Device.RetryAfterSeconds, d.log), 30*time.Second), d.device)
+	var device http.Handler = https.NewHandler(d.registrar, d.cfg.Device.RetryAfterSeconds, d.log)
+	if d.cfg.MQTT.WebSocketEnabled() {
+		device = withWebSocket(device, d.mqtt.WebSocket())
+	}
+	start("device", newServer(device, 30*time.Second), d.device)
 	addrs := map[string]string{"device": d.device.Addr().String(), "idScope": d.scope}
+	if d.mqtt != nil {
+		if err := d.mqtt.Start(d.mqttLn); err != nil {
+			return err
+		}
+		addrs["mqtt"] = d.mqttLn.Addr().String()
+	}
 	if d.service != nil {
 		// Bulk imports of thousands of enrollments take longer than a device call.
 		start("service", newServer(d.service, 5*time.Minute), d.serviceLn)
@@ -425,6 +481,7 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	go func() { defer wg.Done(); d.superviseLoop(ctx) }()
 
 	d.log.Info("edgeprovd ready", "idScope", d.scope, "device", addrs["device"], "service", addrs["service"],
+		"mqtt", addrs["mqtt"], "mqttWebSocket", d.cfg.MQTT.WebSocketEnabled(),
 		"socketActivated", d.activated, "linkedHubs", len(d.hubs.Linked()), "watchdog", d.watchdog, "version", Version)
 	// READY only now: the store is open, the listeners are bound and served.
 	d.sdNotify(d.notify.Ready(d.Status()))
@@ -438,6 +495,11 @@ func (d *Daemon) Serve(ctx context.Context, readyFile string) error {
 	d.sdNotify(d.notify.Stopping("stopping: draining in-flight requests"))
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if d.mqtt != nil {
+		// MQTT sessions are long-lived: they are closed, not drained; a device
+		// reconnects and re-sends its request.
+		d.mqtt.Close()
+	}
 	for _, s := range servers {
 		if serr := s.srv.Shutdown(sctx); serr != nil {
 			d.log.Warn("shutdown", "endpoint", s.name, "error", serr)
@@ -535,6 +597,19 @@ func (d *Daemon) superviseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// withWebSocket routes DPS's WebSocket path to the MQTT endpoint and
+// everything else to the HTTPS device API. Query strings do not matter; the
+// path is matched exactly, as the SDKs send it.
+func withWebSocket(api, ws http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == mqttep.WebSocketPath {
+			ws.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // window builds a per-device limiter; -1 means none.

@@ -35,7 +35,9 @@ type Config struct {
 	Device        Device        `yaml:"device"`
 	// Service is the service operations endpoint (DPS service REST API); it
 	// listens only when this section is present ("service: {}" for defaults).
-	Service    *Service   `yaml:"service,omitempty"`
+	Service *Service `yaml:"service,omitempty"`
+	// MQTT serves devices over MQTT as well; absent: HTTPS only.
+	MQTT       *MQTT      `yaml:"mqtt,omitempty"`
 	Allocation Allocation `yaml:"allocation,omitempty"`
 	LinkedHubs []Hub      `yaml:"linkedHubs"`
 	Operations Operations `yaml:"operations,omitempty"`
@@ -86,6 +88,30 @@ type CatalogReload struct {
 	// checked for changes; default 2s, 0s turns polling off (SIGHUP still reloads).
 	PollInterval Duration `yaml:"pollInterval,omitempty"`
 }
+
+// MQTT is the device provisioning endpoint over MQTT 3.1.1 (protocol.md §3):
+// on its own TLS listener, and over WebSockets on the HTTPS device listener.
+type MQTT struct {
+	// Listen is the MQTT over TLS address, default ":8883" (the port the SDKs use).
+	Listen string `yaml:"listen,omitempty"`
+	// WebSocket also serves MQTT over WebSockets at /$iothub/websocket on the
+	// device listener (the SDKs dial it on port 443). Default true.
+	WebSocket *bool `yaml:"webSocket,omitempty"`
+	// MaxConnections caps connected MQTT clients; the next one is told
+	// "server unavailable". Default 10000.
+	MaxConnections int `yaml:"maxConnections,omitempty"`
+	// ConnectTimeout bounds the TLS handshake and the CONNECT packet. Default 10s.
+	ConnectTimeout Duration `yaml:"connectTimeout,omitempty"`
+	// MaxKeepAlive replaces a client's keep-alive of 0 or above it. Default 5m.
+	MaxKeepAlive Duration `yaml:"maxKeepAlive,omitempty"`
+	// PacketRate (per second) and PacketBurst bound what one connection may
+	// send; a client over the limit is disconnected. Defaults 10 and 40.
+	PacketRate  float64 `yaml:"packetRate,omitempty"`
+	PacketBurst int     `yaml:"packetBurst,omitempty"`
+}
+
+// WebSocketEnabled says whether MQTT over WebSockets is served.
+func (m *MQTT) WebSocketEnabled() bool { return m != nil && (m.WebSocket == nil || *m.WebSocket) }
 
 // Service is the service operations endpoint.
 type Service struct {
@@ -244,6 +270,30 @@ func (c *Config) defaults() {
 	if len(c.Device.HostNames) == 0 {
 		c.Device.HostNames = []string{"localhost", "127.0.0.1", "::1"}
 	}
+	if m := c.MQTT; m != nil {
+		if m.Listen == "" {
+			m.Listen = ":8883"
+		}
+		if m.WebSocket == nil {
+			on := true
+			m.WebSocket = &on
+		}
+		if m.MaxConnections == 0 {
+			m.MaxConnections = 10000
+		}
+		if !m.ConnectTimeout.set {
+			m.ConnectTimeout.Duration = 10 * time.Second
+		}
+		if !m.MaxKeepAlive.set {
+			m.MaxKeepAlive.Duration = 5 * time.Minute
+		}
+		if m.PacketRate == 0 {
+			m.PacketRate = 10
+		}
+		if m.PacketBurst == 0 {
+			m.PacketBurst = 40
+		}
+	}
 	if c.Device.RetryAfterSeconds == 0 {
 		c.Device.RetryAfterSeconds = 1
 	}
@@ -375,6 +425,26 @@ func (c *Config) Validate() error {
 					bad(fmt.Sprintf("%s.rights[%d]", path, j), "unknown right %q (%s)", r, strings.Join(Rights, ", "))
 				}
 			}
+		}
+	}
+	if m := c.MQTT; m != nil {
+		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
+			bad("mqtt.listen", "%q is not a host:port address", m.Listen)
+		}
+		if m.MaxConnections < 1 || m.MaxConnections > 1000000 {
+			bad("mqtt.maxConnections", "must be 1 to 1000000")
+		}
+		if m.ConnectTimeout.Duration < time.Second || m.ConnectTimeout.Duration > 5*time.Minute {
+			bad("mqtt.connectTimeout", "must be between 1s and 5m")
+		}
+		if m.MaxKeepAlive.Duration < 10*time.Second || m.MaxKeepAlive.Duration > 65535*time.Second {
+			bad("mqtt.maxKeepAlive", "must be between 10s and 65535s (MQTT's limit)")
+		}
+		if m.PacketRate <= 0 || m.PacketRate > 10000 {
+			bad("mqtt.packetRate", "must be above 0 and at most 10000 per second")
+		}
+		if m.PacketBurst < 1 || m.PacketBurst > 10000 {
+			bad("mqtt.packetBurst", "must be 1 to 10000")
 		}
 	}
 	c.Allocation.validate(bad)

@@ -28,6 +28,8 @@ func TestLoad(t *testing.T) {
 		"ok/postgres",
 		"ok/issuance",
 		"ok/issuance-files",
+		"ok/mqtt",
+		"ok/mqtt-defaults",
 
 		"fail/missing-version",
 		"fail/wrong-version",
@@ -46,6 +48,7 @@ func TestLoad(t *testing.T) {
 		"fail/hub-missing-fields",
 		"fail/multiple-errors",
 		"fail/bad-store",
+		"fail/bad-mqtt",
 		"fail/service-policies",
 	}
 	checkNoOrphans(t, tests)

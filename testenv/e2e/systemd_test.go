@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprov/edgeprov/daemon/app"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/testenv/e2e"
 )
@@ -217,7 +218,7 @@ func TestSocketActivationUnknownName(t *testing.T) {
 		NoWait:     true,
 	})
 	exited, err := d.Exited(20 * time.Second)
-	if !exited || err == nil || !strings.Contains(d.Log(), "sockets named debug-http are not served by this edgeprovd (set FileDescriptorName= to one of device-https, metrics, service-https)") {
+	if !exited || err == nil || !strings.Contains(d.Log(), "sockets named debug-http are not served by this edgeprovd (set FileDescriptorName= to one of "+strings.Join(app.ListenerNames(), ", ")+")") {
 		t.Fatalf("exited=%v err=%v\n%s", exited, err, d.Log())
 	}
 }
