@@ -145,7 +145,8 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return &ExitError{ExitConfig, err}
 	}
-	if c.HTTP, err = buildHTTP(cfg, clientCert); err != nil {
+	tc, err := buildTLS(cfg, clientCert)
+	if err != nil {
 		return &ExitError{ExitConfig, err}
 	}
 	var csrKey crypto.Signer
@@ -164,6 +165,14 @@ func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		csrKey = k
 	}
 	c.Host, _ = cfg.HostPort()
+	switch cfg.TransportName() {
+	case config.TransportMQTT:
+		c.Transport = &provision.MQTT{Host: c.Host, TLS: tc, IDScope: cfg.IDScope, RegistrationID: c.RegistrationID,
+			ClientVersion: "edgeprov-agent/" + Version}
+	default:
+		c.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 15 * time.Second, ResponseHeaderTimeout: 30 * time.Second},
+			Timeout: 60 * time.Second}
+	}
 	var payload json.RawMessage
 	if cfg.Payload != nil {
 		payload, _ = json.Marshal(cfg.Payload)
@@ -292,7 +301,9 @@ func saveChain(path string, b64 []string, key crypto.Signer) error {
 	return nil
 }
 
-func buildHTTP(cfg *config.Config, clientCert *tls.Certificate) (*http.Client, error) {
+// buildTLS is the client TLS config of either transport: the trust bundle, and
+// the device certificate for X.509 attestation.
+func buildTLS(cfg *config.Config, clientCert *tls.Certificate) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if clientCert != nil {
 		tc.Certificates = []tls.Certificate{*clientCert}
@@ -308,8 +319,7 @@ func buildHTTP(cfg *config.Config, clientCert *tls.Certificate) (*http.Client, e
 		}
 		tc.RootCAs = pool
 	}
-	tr := &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 15 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+	return tc, nil
 }
 
 func cmdKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -26,14 +26,16 @@ const Version = 1
 // Config is agent.yaml.
 type Config struct {
 	Version int `yaml:"version"`
-	// ProvisioningHost is host[:port] of the device endpoint (port 443 if absent).
+	// ProvisioningHost is host[:port] of the device endpoint; without a port,
+	// 443 for https and 8883 for mqtt.
 	ProvisioningHost string `yaml:"provisioningHost"`
 	IDScope          string `yaml:"idScope"`
 	// RegistrationID may be left out with TPM attestation (derived from the EK).
 	RegistrationID string `yaml:"registrationId,omitempty"`
 	// TrustBundle is a PEM file of CA certificates to trust for the endpoint;
 	// empty means the system roots.
-	TrustBundle string      `yaml:"trustBundle,omitempty"`
+	TrustBundle string `yaml:"trustBundle,omitempty"`
+	// Transport is https (the default) or mqtt (MQTT 3.1.1 over TLS).
 	Transport   string      `yaml:"transport,omitempty"`
 	Attestation Attestation `yaml:"attestation"`
 	// Payload is sent with the registration (custom allocation data).
@@ -151,9 +153,9 @@ func (c *Config) validate() error {
 		}
 	}
 	switch c.Transport {
-	case "", "https":
+	case "", TransportHTTPS, TransportMQTT:
 	default:
-		bad("transport: %q is not supported (https)", c.Transport)
+		bad("transport: %q is not supported (https or mqtt)", c.Transport)
 	}
 	a := c.Attestation
 	switch a.Type {
@@ -283,7 +285,22 @@ func checkKeyURI(s string) error {
 	return err
 }
 
-// HostPort returns the endpoint address with the default port filled in.
+// Transports.
+const (
+	TransportHTTPS = "https"
+	TransportMQTT  = "mqtt"
+)
+
+// TransportName is the transport, defaulted.
+func (c *Config) TransportName() string {
+	if c.Transport == "" {
+		return TransportHTTPS
+	}
+	return c.Transport
+}
+
+// HostPort returns the endpoint address with the transport's default port
+// filled in (DPS's: 443 for HTTPS, 8883 for MQTT).
 func (c *Config) HostPort() (string, error) {
 	if _, _, err := net.SplitHostPort(c.ProvisioningHost); err == nil {
 		return c.ProvisioningHost, nil
@@ -291,7 +308,11 @@ func (c *Config) HostPort() (string, error) {
 	if net.ParseIP(c.ProvisioningHost) == nil && !validHost(c.ProvisioningHost) {
 		return "", fmt.Errorf("%q is not host or host:port", c.ProvisioningHost)
 	}
-	return net.JoinHostPort(c.ProvisioningHost, "443"), nil
+	port := "443"
+	if c.TransportName() == TransportMQTT {
+		port = "8883"
+	}
+	return net.JoinHostPort(c.ProvisioningHost, port), nil
 }
 
 func validHost(h string) bool {

@@ -23,6 +23,7 @@ func TestLoad(t *testing.T) {
 	tests := []string{
 		"ok/group-key",
 		"ok/own-key-defaults",
+		"ok/mqtt-default-port",
 		"ok/x509-hsm-csr",
 		"ok/x509-file",
 		"ok/symkey-hsm",

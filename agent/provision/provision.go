@@ -1,6 +1,7 @@
 // Package provision runs a device's registration against a DPS-compatible
 // endpoint: (for a TPM: an unsigned register call, the challenge imported)
-// register, poll honouring retry-after, return the final state.
+// register, poll honouring retry-after, return the final state. Requests go
+// over HTTPS, or over MQTT through a Transport.
 package provision
 
 import (
@@ -30,8 +31,8 @@ const APIVersion = "2021-06-01"
 // tokenLifetime matches the Node and Python SDKs.
 const tokenLifetime = time.Hour
 
-// RefusedError is a definitive "no" from the service (4xx, or a failed
-// registration): retrying will not help.
+// RefusedError is a definitive "no" from the service (4xx, a refused MQTT
+// CONNECT, or a failed registration): retrying will not help.
 type RefusedError struct {
 	HTTPStatus int
 	Code       int
@@ -56,6 +57,34 @@ type TPM interface {
 	ImportAuthenticationKey(blob []byte) error
 }
 
+// Request is one device request: a register (OperationID empty) or a poll.
+type Request struct {
+	OperationID string
+	// Body is the register JSON (nil for a poll).
+	Body []byte
+	// APIVersion is the device API version asked for.
+	APIVersion string
+	// Authorization is the SAS token, "" for none (X.509, a TPM's first call).
+	Authorization string
+}
+
+// Response is the service's answer, whatever carried it.
+type Response struct {
+	// Status is the HTTP status, or the one in the MQTT response topic.
+	Status int
+	// RetryAfter is the retry-after the service sent (0 when absent).
+	RetryAfter time.Duration
+	Body       []byte
+}
+
+// Transport carries a device's requests other than over the client's HTTP
+// (MQTT). A network or TLS failure is an error; a refused connection a
+// *RefusedError.
+type Transport interface {
+	Do(ctx context.Context, req Request) (*Response, error)
+	Close() error
+}
+
 // Client registers one device.
 type Client struct {
 	// Host is host:port of the device endpoint.
@@ -65,6 +94,8 @@ type Client struct {
 	// HTTP carries the device's TLS client certificate for X.509
 	// attestation.
 	HTTP *http.Client
+	// Transport, when set, carries the requests instead of HTTP (MQTT).
+	Transport Transport
 	// Signer signs SAS tokens (symmetric key); nil for X.509, unused when TPM
 	// is set.
 	Signer credential.SASSigner
@@ -127,8 +158,12 @@ func (c *Client) Time(kind, name string, fn func() error) error {
 }
 
 // Register registers and polls until the operation ends; it returns the final
-// operation status (assigned), or a *RefusedError, or a transport error.
+// operation status (assigned), or a *RefusedError, or a transport error. It
+// closes the Transport, if any.
 func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi.RegistrationOperationStatus, error) {
+	if c.Transport != nil {
+		defer c.Transport.Close()
+	}
 	reg := dpsapi.DeviceRegistration{RegistrationID: c.RegistrationID, Payload: payload}
 	if c.CSR != nil {
 		reg.CSR = base64.StdEncoding.EncodeToString(c.CSR)
@@ -141,13 +176,12 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 	if err != nil {
 		return nil, err
 	}
-	base := "/" + url.PathEscape(c.IDScope) + "/registrations/" + url.PathEscape(c.RegistrationID)
 	if c.TPM != nil {
-		if err := c.answerChallenge(ctx, base+"/register", body); err != nil {
+		if err := c.answerChallenge(ctx, body); err != nil {
 			return nil, err
 		}
 	}
-	op, retry, err := c.do(ctx, http.MethodPut, base+"/register", body)
+	op, retry, err := c.do(ctx, "", body)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +228,7 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 		if err != nil {
 			return nil, err
 		}
-		op, retry, err = c.do(ctx, http.MethodGet, base+"/operations/"+url.PathEscape(op.OperationID), nil)
+		op, retry, err = c.do(ctx, op.OperationID, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -203,17 +237,17 @@ func (c *Client) Register(ctx context.Context, payload json.RawMessage) (*dpsapi
 
 // answerChallenge sends the unsigned register call that a TPM enrollment
 // answers with 401 and a challenge, and imports the challenge into the TPM.
-func (c *Client) answerChallenge(ctx context.Context, path string, body []byte) error {
-	var status int
-	var data []byte
+func (c *Client) answerChallenge(ctx context.Context, body []byte) error {
+	var resp *Response
 	err := c.Time(kindNetwork, "register (unsigned, for the challenge)", func() error {
 		var err error
-		status, _, data, err = c.roundTrip(ctx, http.MethodPut, path, body, "")
+		resp, err = c.send(ctx, Request{Body: body})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	status, data := resp.Status, resp.Body
 	var ch struct {
 		dpsapi.ErrorDetails
 		dpsapi.TPMChallenge
@@ -222,12 +256,12 @@ func (c *Client) answerChallenge(ctx context.Context, path string, body []byte) 
 	switch {
 	case status == http.StatusUnauthorized && ch.AuthenticationKey != "":
 	case status == http.StatusTooManyRequests || status >= 500:
-		return fmt.Errorf("PUT %s: service answered %d", path, status)
+		return fmt.Errorf("register: service answered %d", status)
 	case status >= 400:
 		// Unknown device, EK not enrolled, malformed keys: no challenge.
 		return refused(status, &ch.ErrorDetails)
 	default:
-		return fmt.Errorf("PUT %s: service answered %d to an unsigned TPM registration, want 401 with a challenge", path, status)
+		return fmt.Errorf("register: service answered %d to an unsigned TPM registration, want 401 with a challenge", status)
 	}
 	blob, err := base64.StdEncoding.DecodeString(ch.AuthenticationKey)
 	if err != nil {
@@ -266,8 +300,9 @@ func (c *Client) signer() credential.SASSigner {
 	return c.Signer
 }
 
-// do sends a signed call and decodes the operation status it answers.
-func (c *Client) do(ctx context.Context, method, path string, body []byte) (*dpsapi.RegistrationOperationStatus, time.Duration, error) {
+// do sends a signed register (operationID "") or poll and decodes the
+// operation status it answers.
+func (c *Client) do(ctx context.Context, operationID string, body []byte) (*dpsapi.RegistrationOperationStatus, time.Duration, error) {
 	var tok string
 	if s := c.signer(); s != nil {
 		kind := "software"
@@ -283,22 +318,24 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*dps
 			return nil, 0, fmt.Errorf("sign SAS token: %w", err)
 		}
 	}
-	var status int
-	var header http.Header
-	var data []byte
+	var resp *Response
 	name := "poll"
-	if method == http.MethodPut {
+	if operationID == "" {
 		name = "register (signed)"
 	}
 	err := c.Time(kindNetwork, name, func() error {
 		var err error
-		status, header, data, err = c.roundTrip(ctx, method, path, body, tok)
+		resp, err = c.send(ctx, Request{OperationID: operationID, Body: body, Authorization: tok})
 		return err
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	retry := retryAfter(header.Get("retry-after"))
+	status, data := resp.Status, resp.Body
+	retry := resp.RetryAfter
+	if retry < time.Second || retry > 300*time.Second {
+		retry = 2 * time.Second // as the C SDK: integer seconds 1…300, else a default
+	}
 	switch {
 	case status == http.StatusOK || status == http.StatusAccepted:
 		var op dpsapi.RegistrationOperationStatus
@@ -307,7 +344,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*dps
 		}
 		return &op, retry, nil
 	case status == http.StatusTooManyRequests || status >= 500:
-		return nil, 0, fmt.Errorf("%s %s: service answered %d", method, path, status)
+		return nil, 0, fmt.Errorf("%s: service answered %d", name, status)
 	default:
 		var e dpsapi.ErrorDetails
 		_ = json.Unmarshal(data, &e)
@@ -323,14 +360,36 @@ func refused(status int, e *dpsapi.ErrorDetails) *RefusedError {
 	return &RefusedError{HTTPStatus: status, Code: e.ErrorCode, Message: msg}
 }
 
-// roundTrip sends one request (with the token as Authorization, if any) and
-// reads the answer.
-func (c *Client) roundTrip(ctx context.Context, method, path string, body []byte, token string) (int, http.Header, []byte, error) {
-	v := APIVersion
+// send carries one request over the Transport, or over HTTPS.
+func (c *Client) send(ctx context.Context, r Request) (*Response, error) {
+	r.APIVersion = APIVersion
 	if c.CSR != nil {
-		v = dpsapi.APIVersionIssuance
+		r.APIVersion = dpsapi.APIVersionIssuance
 	}
-	u := "https://" + c.Host + path + "?api-version=" + v
+	if c.Transport != nil {
+		return c.Transport.Do(ctx, r)
+	}
+	method, path := http.MethodPut, "/"+url.PathEscape(c.IDScope)+"/registrations/"+url.PathEscape(c.RegistrationID)
+	if r.OperationID != "" {
+		method, path = http.MethodGet, path+"/operations/"+url.PathEscape(r.OperationID)
+	} else {
+		path += "/register"
+	}
+	status, header, data, err := c.roundTrip(ctx, method, path+"?api-version="+r.APIVersion, r.Body, r.Authorization)
+	if err != nil {
+		return nil, err
+	}
+	out := &Response{Status: status, Body: data}
+	if n, err := strconv.Atoi(header.Get("retry-after")); err == nil && n > 0 {
+		out.RetryAfter = time.Duration(n) * time.Second
+	}
+	return out, nil
+}
+
+// roundTrip sends one HTTPS request (with the token as Authorization, if any)
+// and reads the answer.
+func (c *Client) roundTrip(ctx context.Context, method, path string, body []byte, token string) (int, http.Header, []byte, error) {
+	u := "https://" + c.Host + path
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
@@ -352,15 +411,6 @@ func (c *Client) roundTrip(ctx context.Context, method, path string, body []byte
 		return 0, nil, nil, fmt.Errorf("read response: %w", err)
 	}
 	return resp.StatusCode, resp.Header, data, nil
-}
-
-// retryAfter reads integer seconds (1…300), as the C SDK does; anything else is 2 s.
-func retryAfter(h string) time.Duration {
-	n, err := strconv.Atoi(h)
-	if err != nil || n < 1 || n > 300 {
-		return 2 * time.Second
-	}
-	return time.Duration(n) * time.Second
 }
 
 func (c *Client) now() time.Time {
