@@ -45,9 +45,16 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
+// BinDirEnv names a directory of already built binaries to use instead of
+// building them (a test re-executed in a network namespace passes its parent's).
+const BinDirEnv = "EDGEPROV_E2E_BIN_DIR"
+
 // Bin returns the path of a built binary (edgeprovd, edgeprovctl, edgeprov-agent).
 func Bin(t testing.TB, name string) string {
 	t.Helper()
+	if dir := os.Getenv(BinDirEnv); dir != "" {
+		return filepath.Join(dir, name)
+	}
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "edgeprov-e2e-bin")
 		if buildErr != nil {
@@ -109,12 +116,14 @@ type Daemon struct {
 	MetricsAddr string
 	// ServiceAddr is host:port of the service endpoint (Options.Service).
 	ServiceAddr string
-	CACert      string
-	env         []string
-	cmd         *exec.Cmd
-	ready       string
-	log         *syncBuffer
-	done        chan error
+	// MQTTAddr is host:port of the MQTT/TLS endpoint (with Options.MQTT).
+	MQTTAddr string
+	CACert   string
+	env      []string
+	cmd      *exec.Cmd
+	ready    string
+	log      *syncBuffer
+	done     chan error
 }
 
 // Options shape a daemon's config.
@@ -135,6 +144,10 @@ type Options struct {
 	// ServiceYAML adds lines under service: (indented by two spaces).
 	Service     bool
 	ServiceYAML string
+	// DeviceListen is device.listen; default 127.0.0.1:0.
+	DeviceListen string
+	// MQTT enables the MQTT endpoint (TLS on 127.0.0.1:0, and WebSockets).
+	MQTT bool
 }
 
 // DefaultHubs are two local hubs.
@@ -167,19 +180,26 @@ func NewDaemon(t testing.TB, opts Options) *Daemon {
 	if opts.Service {
 		service = "service:\n  listen: 127.0.0.1:0\n" + opts.ServiceYAML
 	}
+	if opts.DeviceListen == "" {
+		opts.DeviceListen = "127.0.0.1:0"
+	}
+	mqttLines := ""
+	if opts.MQTT {
+		mqttLines = "mqtt:\n  listen: 127.0.0.1:0\n  webSocket: true\n"
+	}
 	write(t, d.Config, fmt.Sprintf(`version: 1
 stateDir: state
 %s
 %s
 device:
-  listen: 127.0.0.1:0
+  listen: %s
   hostNames: [localhost, 127.0.0.1]
 %s
-linkedHubs:%s
+%slinkedHubs:%s
 metrics: {listen: 127.0.0.1:0}
 log: {level: debug}
 %s
-`, catalogLine, storeBlock, service, opts.Hubs, opts.Extra))
+`, catalogLine, storeBlock, opts.DeviceListen, service, mqttLines, opts.Hubs, opts.Extra))
 	r := Run(t, d.env, "edgeprovd", "init", "--config", d.Config)
 	if r.Code != 0 {
 		t.Fatalf("edgeprovd init: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
@@ -281,11 +301,11 @@ func (d *Daemon) WaitReady(t testing.TB) {
 	for {
 		data, err := os.ReadFile(d.ready)
 		if err == nil {
-			var r struct{ Device, Service, IDScope, Metrics string }
+			var r struct{ Device, Service, IDScope, Metrics, MQTT string }
 			if err := json.Unmarshal(data, &r); err != nil {
 				t.Fatal(err)
 			}
-			d.DeviceAddr, d.ServiceAddr, d.IDScope, d.MetricsAddr = r.Device, r.Service, r.IDScope, r.Metrics
+			d.DeviceAddr, d.ServiceAddr, d.IDScope, d.MetricsAddr, d.MQTTAddr = r.Device, r.Service, r.IDScope, r.Metrics, r.MQTT
 			return
 		}
 		select {
@@ -407,6 +427,9 @@ func (d *Daemon) Signal(t testing.TB, sig os.Signal) {
 
 // Port is the device endpoint's port.
 func (d *Daemon) Port() string { return d.DeviceAddr[strings.LastIndexByte(d.DeviceAddr, ':')+1:] }
+
+// MQTTPort is the MQTT endpoint's port.
+func (d *Daemon) MQTTPort() string { return d.MQTTAddr[strings.LastIndexByte(d.MQTTAddr, ':')+1:] }
 
 func write(t testing.TB, path, content string) {
 	t.Helper()

@@ -70,7 +70,16 @@ func newDaemon(t *testing.T) *e2e.Daemon {
 // agentConfig writes an agent config for regID; key is "group" (derive from the
 // group key file) or a base64 device key.
 func agentConfig(t *testing.T, d *e2e.Daemon, regID, key string) (cfg, stateFile string) {
+	return agentConfigFor(t, d, regID, key, "https")
+}
+
+// agentConfigFor is agentConfig over a transport (https or mqtt).
+func agentConfigFor(t *testing.T, d *e2e.Daemon, regID, key, transport string) (cfg, stateFile string) {
 	dir := t.TempDir()
+	host := d.DeviceAddr
+	if transport == "mqtt" {
+		host = d.MQTTAddr
+	}
 	cfg, stateFile = filepath.Join(dir, "agent.yaml"), filepath.Join(dir, "state.json")
 	sk := "groupKeyFile: " + filepath.Join(d.Dir, "group.key")
 	if key != "group" {
@@ -82,13 +91,14 @@ provisioningHost: %s
 idScope: %s
 registrationId: %s
 trustBundle: %s
+transport: %s
 attestation:
   type: symmetricKey
   symmetricKey: {%s}
 payload: {line: 7, shift: night}
 stateFile: %s
 timeout: 30s
-`, d.DeviceAddr, d.IDScope, regID, d.CACert, sk, stateFile))
+`, host, d.IDScope, regID, d.CACert, transport, sk, stateFile))
 	return cfg, stateFile
 }
 
@@ -180,6 +190,51 @@ func TestAgentOutcomes(t *testing.T) {
 	}
 	t.Run("fail/daemon-down", func(t *testing.T) {
 		cfg, _ := agentConfig(t, d, "line-0043", "group")
+		d.Stop(t)
+		r := e2e.Run(t, nil, "edgeprov-agent", "provision", "--config", cfg)
+		if r.Code != 5 {
+			t.Fatalf("exit %d, want 5 (unreachable)\n%s", r.Code, r.Stderr)
+		}
+	})
+}
+
+// TestAgentOverMQTT provisions with the agent's MQTT transport.
+func TestAgentOverMQTT(t *testing.T) {
+	t.Parallel()
+	d := newMQTTDaemon(t, "")
+	d.Start(t)
+	tests := []struct {
+		name, regID, key string
+		wantCode         int
+		wantOut          string
+	}{
+		{"ok/individual", "solo-01", b64(individualKey), 0, `"assignedHub": "hub-b.e2e.local"`},
+		{"ok/group-derived", "line-mqtt-0042", "group", 0, `"deviceId": "line-mqtt-0042"`},
+		{"fail/wrong-key", "solo-01", b64(groupKey), 4, "401002"},
+		{"fail/unknown-device", "stranger-2", b64(groupKey), 4, "401002"},
+		{"fail/disabled-inside-group", "line-blocked", "group", 4, "401003"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, stateFile := agentConfigFor(t, d, tt.regID, tt.key, "mqtt")
+			r := e2e.Run(t, nil, "edgeprov-agent", "provision", "--config", cfg)
+			if r.Code != tt.wantCode || !strings.Contains(r.Stdout+r.Stderr, tt.wantOut) {
+				t.Fatalf("exit %d, want %d with %q\n%s%s\n%s", r.Code, tt.wantCode, tt.wantOut, r.Stdout, r.Stderr, d.Log())
+			}
+			if tt.wantCode != 0 {
+				return
+			}
+			res, err := state.Load(stateFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if compact(res.Payload) != `{"line":7,"shift":"night"}` || res.Status != "assigned" {
+				t.Fatalf("result %+v", res)
+			}
+		})
+	}
+	t.Run("fail/daemon-down", func(t *testing.T) {
+		cfg, _ := agentConfigFor(t, d, "line-mqtt-0043", "group", "mqtt")
 		d.Stop(t)
 		r := e2e.Run(t, nil, "edgeprov-agent", "provision", "--config", cfg)
 		if r.Code != 5 {
