@@ -45,6 +45,12 @@ func newEnv(t testing.TB, limits mqttep.Limits) *env { return newEnvWith(t, limi
 // newEnvWith is newEnv with the registration service's config changed by reconf.
 func newEnvWith(t testing.TB, limits mqttep.Limits, reconf func(*registration.Config)) *env {
 	t.Helper()
+	return newEnvFixture(t, limits, rt.Options{}, reconf)
+}
+
+// newEnvFixture is newEnvWith over a fixture with more enrollments.
+func newEnvFixture(t testing.TB, limits mqttep.Limits, opts rt.Options, reconf func(*registration.Config)) *env {
+	t.Helper()
 	ca, err := pki.NewCA("test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +64,7 @@ func newEnvWith(t testing.TB, limits mqttep.Limits, reconf func(*registration.Co
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 
-	e := &env{f: rt.New(t), client: &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
+	e := &env{f: rt.NewWith(t, opts), client: &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
 	if reconf != nil {
 		e.f.Reconfigure(reconf)
 	}
@@ -135,6 +141,8 @@ type connOpts struct {
 	noSubscribe                  bool
 	subQoS0                      bool // subscribe at QoS 0 (default 1, as the SDKs)
 	will                         string
+	// cert is a TLS client certificate (X.509 attestation).
+	cert *tls.Certificate
 }
 
 // connect connects with o (defaults: the Node SDK's CONNECT for regID with the
@@ -154,11 +162,16 @@ func (e *env) connect(t testing.TB, regID string, o connOpts) (*device, error) {
 		o.password = ""
 	}
 	d := &device{msgs: make(chan paho.Message, 16), lost: make(chan error, 1)}
+	tc := e.client
+	if o.cert != nil {
+		tc = e.client.Clone()
+		tc.Certificates = []tls.Certificate{*o.cert}
+	}
 	broker := "tls://" + e.addr
 	if o.websocket {
 		broker = "wss://" + strings.TrimPrefix(e.web.URL, "https://") + mqttep.WebSocketPath
 	}
-	opts := paho.NewClientOptions().AddBroker(broker).SetTLSConfig(e.client).SetProtocolVersion(4).
+	opts := paho.NewClientOptions().AddBroker(broker).SetTLSConfig(tc).SetProtocolVersion(4).
 		SetClientID(o.clientID).SetUsername(o.username).SetPassword(o.password).SetCleanSession(!o.persistent).
 		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { d.lost <- err }).

@@ -43,14 +43,17 @@ type session struct {
 }
 
 // registerRequest and pollRequest are the one place a request is built from
-// what the connection proved. X.509: the certificates are in peerCerts; pass
-// them here once registration's requests carry them.
+// what the connection proved: the SAS token in the CONNECT password, or the
+// TLS client certificates (X.509); the username's api-version (a csr needs an
+// issuance version).
 func (s *session) registerRequest(body dpsapi.DeviceRegistration) registration.RegisterRequest {
-	return registration.RegisterRequest{Scope: s.username.IDScope, RegistrationID: s.username.RegistrationID, Body: body, Authorization: s.authorization}
+	return registration.RegisterRequest{Scope: s.username.IDScope, RegistrationID: s.username.RegistrationID, APIVersion: s.username.APIVersion,
+		Body: body, Authorization: s.authorization, ClientCerts: s.peerCerts}
 }
 
 func (s *session) pollRequest(operationID string) registration.PollRequest {
-	return registration.PollRequest{Scope: s.username.IDScope, RegistrationID: s.username.RegistrationID, OperationID: operationID, Authorization: s.authorization}
+	return registration.PollRequest{Scope: s.username.IDScope, RegistrationID: s.username.RegistrationID, OperationID: operationID,
+		Authorization: s.authorization, ClientCerts: s.peerCerts}
 }
 
 func (h *hook) ID() string { return "edgeprov-dps" }
