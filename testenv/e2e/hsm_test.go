@@ -108,7 +108,8 @@ enrollmentGroups:
 		CatalogFiles: map[string]string{"factory.pem": factory.PEM()},
 		Extra: fmt.Sprintf("issuingCA: {certFile: %s, keyURI: %q}\nsecrets: {keyURI: %q}\n",
 			issuingFile, hsmEnv.KeyURI(tokCA, "issuing-ca"), hsmEnv.KeyURI(tokSecrets, "data-key")),
-		Env: []string{hsmEnv.EnvVar()},
+		Env:  []string{hsmEnv.EnvVar()},
+		MQTT: true,
 	})
 	d.Start(t)
 	env := []string{hsmEnv.EnvVar()}
@@ -123,8 +124,12 @@ enrollmentGroups:
 	agentYAML := func(regID, attestation, extra string) (cfg, stateFile string) {
 		ad := t.TempDir()
 		cfg, stateFile = filepath.Join(ad, "agent.yaml"), filepath.Join(ad, "state.json")
+		host := d.DeviceAddr
+		if strings.Contains(extra, "transport: mqtt") {
+			host = d.MQTTAddr
+		}
 		e2e.Write(t, cfg, fmt.Sprintf("version: 1\nprovisioningHost: %s\nidScope: %s\nregistrationId: %s\ntrustBundle: %s\n%s\n%sstateFile: %s\ntimeout: 30s\n",
-			d.DeviceAddr, d.IDScope, regID, d.CACert, attestation, extra, stateFile))
+			host, d.IDScope, regID, d.CACert, attestation, extra, stateFile))
 		return cfg, stateFile
 	}
 
@@ -185,6 +190,37 @@ enrollmentGroups:
 		r = run(t, 0, "provision", "--config", cfg)
 		if !strings.Contains(r.Stdout, `"cached": true`) {
 			t.Fatalf("second run registered again: %s", r.Stdout)
+		}
+	})
+
+	// The same device over MQTT: its token key authenticates the MQTT
+	// listener's TLS handshake, and the CSR rides on the username's
+	// issuance api-version.
+	t.Run("ok/x509-key-in-token-over-mqtt-with-issued-certificate", func(t *testing.T) {
+		certFile := filepath.Join(dir, "hsm-cam-01.pem")
+		chainFile := filepath.Join(dir, "hsm-cam-01-operational-mqtt.pem")
+		cfg, stateFile := agentYAML("hsm-cam-01",
+			fmt.Sprintf("attestation:\n  type: x509\n  x509: {certFile: %s, keyURI: %q}", certFile, hsmEnv.KeyURI(tokDevice, "hsm-cam-01")),
+			fmt.Sprintf("transport: mqtt\ncsr: {keyURI: %q, chainFile: %s}\n", hsmEnv.KeyURI(tokDevice, "hsm-cam-01-op"), chainFile))
+		run(t, 0, "provision", "--config", cfg)
+		res, err := state.Load(stateFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status != "assigned" || res.DeviceID != "hsm-cam-01" || res.IssuedCertificateFile != chainFile {
+			t.Fatalf("result %+v", res)
+		}
+		chain := readChain(t, chainFile)
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		roots.AddCert(issuing)
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Fatalf("issued chain does not verify to the HSM CA: %v", err)
+		}
+		if !strings.Contains(d.Log(), "mqtt client connected") {
+			t.Fatal("the daemon saw no MQTT client")
 		}
 	})
 

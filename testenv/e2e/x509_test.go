@@ -17,6 +17,35 @@ import (
 // it.
 func TestNodeX509SDK(t *testing.T) {
 	t.Parallel()
+	runNodeX509(t, nodesdk.HTTP)
+}
+
+// TestNodeX509SDKOverMQTT is the same over the Mqtt transport: the chain
+// arrives in the MQTT listener's TLS handshake, with no password.
+func TestNodeX509SDKOverMQTT(t *testing.T) {
+	t.Parallel()
+	runNodeX509(t, nodesdk.MQTT)
+}
+
+// TestNodeX509SDKOverMQTTWebSocket is the same over MqttWs, in a network
+// namespace where the daemon has port 443 (see inNetns).
+func TestNodeX509SDKOverMQTTWebSocket(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	runNodeX509(t, nodesdk.MQTTWS)
+}
+
+// deviceListen is device.listen for a transport: MqttWs dials port 443 (in a
+// network namespace), the others any port.
+func deviceListen(transport nodesdk.Transport) string {
+	if transport == nodesdk.MQTTWS {
+		return ":443"
+	}
+	return ""
+}
+
+func runNodeX509(t *testing.T, transport nodesdk.Transport) {
 	nodesdk.Ensure(t)
 	rootA := testpki.NewRoot(t, "e2e factory A")
 	rootB := testpki.NewRoot(t, "e2e factory B")
@@ -41,9 +70,18 @@ enrollmentGroups:
       x509: {signingCertificates: {primary: {certificateFile: certs/root-b.pem}}}
 `,
 		CatalogFiles: map[string]string{"certs/solo.pem": solo.PEM(), "certs/root-a.pem": rootA.PEM(), "certs/root-b.pem": rootB.PEM()},
+		MQTT:         transport != nodesdk.HTTP,
+		DeviceListen: deviceListen(transport),
 	})
 	d.Start(t)
-	port, err := strconv.Atoi(d.Port())
+	p := d.Port()
+	switch transport {
+	case nodesdk.MQTT:
+		p = d.MQTTPort()
+	case nodesdk.MQTTWS:
+		p = "0" // the SDK dials 443
+	}
+	port, err := strconv.Atoi(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +124,7 @@ enrollmentGroups:
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			res, err := nodesdk.RunDevice(t, t.Context(), d.CACert, nodesdk.DeviceArgs{Host: "localhost", Port: port, IDScope: d.IDScope,
-				RegistrationID: tt.regID, Transport: nodesdk.HTTP, X509: tt.x509})
+				RegistrationID: tt.regID, Transport: transport, X509: tt.x509})
 			if err != nil {
 				t.Fatal(err)
 			}
