@@ -3,12 +3,14 @@ package mqtt
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 )
 
@@ -24,6 +26,8 @@ func (h *hook) errorFor(ctx context.Context, err error, trackingID string) (int,
 		code, msg = dpsapi.CodeThrottled, "Too many requests: "+thr.Reason+"."
 	case errors.As(err, &bad):
 		code, msg = bad.Code, bad.Msg
+	case errors.As(err, new(*registration.TPMChallengeError)):
+		code, msg = dpsapi.CodeUnauthorized, "TPM attestation: import the authenticationKey into the TPM and sign the next request with it."
 	case errors.Is(err, registration.ErrUnauthorized):
 		code, msg = dpsapi.CodeUnauthorized, "Unauthorized"
 	case errors.Is(err, registration.ErrNotFound):
@@ -48,6 +52,26 @@ func retryAfterOf(err error) int {
 		return 0
 	}
 	return max(1, int((thr.RetryAfter+time.Second-1)/time.Second))
+}
+
+// challengeBody is the 401 that starts TPM attestation (protocol.md §5.4.1),
+// as HTTPS sends it: the error fields plus the blob. No SDK does TPM over
+// MQTT; the edgeprov agent does, reconnecting with the token the challenge
+// key signs.
+type challengeBody struct {
+	*dpsapi.ErrorDetails
+	dpsapi.TPMChallenge
+}
+
+// challengeFor is the body answering a *registration.TPMChallengeError (with
+// the error fields errorFor chose), or nil for any other error.
+func challengeFor(err error, details *dpsapi.ErrorDetails) any {
+	var ch *registration.TPMChallengeError
+	if !errors.As(err, &ch) {
+		return nil
+	}
+	return &challengeBody{ErrorDetails: details, TPMChallenge: dpsapi.TPMChallenge{
+		AuthenticationKey: base64.StdEncoding.EncodeToString(ch.AuthenticationKey), KeyName: sas.DeviceKeyName}}
 }
 
 func newTrackingID() string {

@@ -246,6 +246,9 @@ func (h *hook) handle(ctx context.Context, s *session, req dpsapi.MQTTRequest, p
 func (h *hook) errorResponse(ctx context.Context, err error, trackingID string) (int, int, any) {
 	status, body := h.errorFor(ctx, err, trackingID)
 	body.TimestampUTC = dpsapi.Time{Time: time.Now()}
+	if ch := challengeFor(err, body); ch != nil {
+		return status, 0, ch
+	}
 	return status, retryAfterOf(err), body
 }
 
