@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/edgeprov/edgeprov/agent/provision"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/daemon/endpoint/https"
+	mqttep "github.com/edgeprov/edgeprov/daemon/endpoint/mqtt"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	rt "github.com/edgeprov/edgeprov/daemon/registration/registrationtest"
 	"github.com/edgeprov/edgeprov/daemon/store"
@@ -38,6 +40,25 @@ func newService(tb testing.TB, enrolled map[string]*credential.TPM) *service {
 	srv := httptest.NewTLSServer(https.NewHandler(f.Service, 1, nil))
 	tb.Cleanup(srv.Close)
 	return &service{f: f, srv: srv}
+}
+
+// startMQTT serves the same service over MQTT/TLS too, with the HTTPS
+// server's certificate, and returns its address.
+func (s *service) startMQTT(tb testing.TB) string {
+	tb.Helper()
+	m, err := mqttep.New(mqttep.Config{Registrar: s.f.Service, TLS: s.srv.TLS.Clone(), RetryAfter: 1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := m.Start(ln); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	return ln.Addr().String()
 }
 
 func (s *service) client(regID string, t provision.TPM, timings *provision.Timings) *provision.Client {
