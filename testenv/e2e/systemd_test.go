@@ -223,6 +223,58 @@ func TestSocketActivationUnknownName(t *testing.T) {
 	}
 }
 
+// TestSocketActivationMQTT passes the MQTT listener as systemd's device-mqtt
+// socket; the agent provisions over it. A device-mqtt socket with no mqtt:
+// section in the config is refused with a message that says so.
+func TestSocketActivationMQTT(t *testing.T) {
+	t.Parallel()
+	passed := func(t *testing.T) (*os.File, string) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		t.Cleanup(func() { f.Close() })
+		return f, ln.Addr().String()
+	}
+	t.Run("ok/served", func(t *testing.T) {
+		t.Parallel()
+		f, addr := passed(t)
+		d := newMQTTDaemon(t, "")
+		d.StartWith(t, e2e.StartOptions{
+			Prefix:     []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`},
+			Env:        []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=" + app.ListenerMQTT},
+			ExtraFiles: []*os.File{f},
+		})
+		if d.MQTTAddr != addr {
+			t.Fatalf("MQTT on %s, want the passed socket %s\n%s", d.MQTTAddr, addr, d.Log())
+		}
+		cfg, _ := agentConfigFor(t, d, "line-0301", "group", "mqtt")
+		if r := e2e.Run(t, nil, "edgeprov-agent", "provision", "--config", cfg); r.Code != 0 {
+			t.Fatalf("agent over the passed MQTT socket: exit %d\n%s%s\n%s", r.Code, r.Stdout, r.Stderr, d.Log())
+		}
+	})
+	t.Run("fail/no-mqtt-section", func(t *testing.T) {
+		t.Parallel()
+		f, _ := passed(t)
+		d := newDaemon(t)
+		d.StartWith(t, e2e.StartOptions{
+			Prefix:     []string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`},
+			Env:        []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=" + app.ListenerMQTT},
+			ExtraFiles: []*os.File{f},
+			NoWait:     true,
+		})
+		exited, err := d.Exited(20 * time.Second)
+		if !exited || err == nil || !strings.Contains(d.Log(), "a device-mqtt socket was passed but") || !strings.Contains(d.Log(), "has no mqtt: section") {
+			t.Fatalf("exited=%v err=%v\n%s", exited, err, d.Log())
+		}
+	})
+}
+
 // TestSystemdSocketActivate runs edgeprovd under systemd-socket-activate, which
 // binds the port, waits for the first connection and only then starts the
 // daemon, like a .socket unit: the agent's connection waits in the backlog
