@@ -241,6 +241,9 @@ func (a *allocServer) serve(w http.ResponseWriter, r *http.Request) {
 		case <-a.release:
 			ok()
 		case <-r.Context().Done():
+			// A function that never answers: no response at all, not
+			// the empty 200 a handler that returns would send.
+			panic(http.ErrAbortHandler)
 		}
 	case "/redirect":
 		http.Redirect(w, r, "/ok", http.StatusFound)

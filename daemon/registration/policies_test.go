@@ -256,6 +256,9 @@ func (a *allocFunc) serve(w http.ResponseWriter, r *http.Request) {
 		case <-a.release:
 			answer()
 		case <-r.Context().Done():
+			// A function that never answers: no response at all, not
+			// the empty 200 a handler that returns would send.
+			panic(http.ErrAbortHandler)
 		}
 	case "/fail":
 		http.Error(w, "function crashed", http.StatusInternalServerError)
