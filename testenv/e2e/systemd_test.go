@@ -72,7 +72,9 @@ func (n *notifySocket) since(t0 time.Time) []timedMsg {
 func (n *notifySocket) wait(t *testing.T, t0 time.Time, re string, d *e2e.Daemon) timedMsg {
 	t.Helper()
 	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(20 * time.Second)
+	// Status lines are refreshed every 15 s without a watchdog, after a health
+	// check that may itself take seconds on a loaded machine.
+	deadline := time.Now().Add(45 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, m := range n.since(t0) {
 			if rx.MatchString(m.msg) {
