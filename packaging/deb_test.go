@@ -98,6 +98,7 @@ func TestDebPackages(t *testing.T) {
 				"/usr/bin/edgeprovctl":                                       "-rwxr-xr-x root/root",
 				"/usr/lib/systemd/system/edgeprovd.service":                  "-rw-r--r-- root/root",
 				"/usr/lib/systemd/system/edgeprovd.socket":                   "-rw-r--r-- root/root",
+				"/usr/lib/systemd/system/edgeprovd-mqtt.socket":              "-rw-r--r-- root/root",
 				"/usr/lib/systemd/system/edgeprovd-service.socket":           "-rw-r--r-- root/root",
 				"/usr/lib/sysusers.d/edgeprovd.conf":                         "-rw-r--r-- root/root",
 				"/usr/lib/tmpfiles.d/edgeprovd.conf":                         "-rw-r--r-- root/root",
@@ -215,7 +216,7 @@ func installInScratchRoot(t *testing.T, daemon, agent string) {
 		t.Errorf("server certificate SANs lack the host name:\n%s", cert)
 	}
 	// Enabled, as dh_installsystemd would, though no systemd runs here.
-	for _, l := range []string{"sockets.target.wants/edgeprovd.socket", "sockets.target.wants/edgeprovd-service.socket",
+	for _, l := range []string{"sockets.target.wants/edgeprovd.socket", "sockets.target.wants/edgeprovd-service.socket", "sockets.target.wants/edgeprovd-mqtt.socket",
 		"multi-user.target.wants/edgeprovd.service", "multi-user.target.wants/edgeprov-agent.service"} {
 		if _, err := os.Lstat(at("etc/systemd/system/" + l)); err != nil {
 			t.Errorf("not enabled: %v", err)
@@ -307,7 +308,7 @@ func checkPackagedLayout(t *testing.T, root string) {
 	at := func(p string) string { return filepath.Join(root, p) }
 	ready := filepath.Join(t.TempDir(), "ready.json")
 	cmd := exec.Command(at("usr/bin/edgeprovd"), "run", "--config", at("etc/edgeprov/edgeprovd.yaml"), "--state-dir", at("var/lib/edgeprov"),
-		"--listen", "127.0.0.1:0", "--service-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file", ready)
+		"--listen", "127.0.0.1:0", "--service-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file", ready)
 	var log strings.Builder
 	cmd.Stdout, cmd.Stderr = &log, &log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

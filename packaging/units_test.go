@@ -18,7 +18,7 @@ import (
 	"github.com/edgeprov/edgeprov/testenv/e2e"
 )
 
-var units = []string{"edgeprovd.service", "edgeprovd.socket", "edgeprovd-service.socket", "edgeprov-agent.service"}
+var units = []string{"edgeprovd.service", "edgeprovd.socket", "edgeprovd-mqtt.socket", "edgeprovd-service.socket", "edgeprov-agent.service"}
 
 func systemdAnalyze(t *testing.T) string {
 	t.Helper()

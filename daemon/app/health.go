@@ -23,8 +23,8 @@ import (
 //     reuses free pages, so a full or read-only file system shows in store
 //     writes only when the file must grow, perhaps at the next burst of
 //     devices; this shows it now.
-//   - device and service endpoints: each socket accepts a connection and
-//     completes a TLS handshake presenting our certificate.
+//   - device, MQTT and service endpoints: each socket accepts a connection
+//     and completes a TLS handshake presenting our certificate.
 func (d *Daemon) Health(ctx context.Context) error {
 	var errs []error
 	if p, ok := d.store.(store.Pinger); ok {
@@ -43,10 +43,13 @@ func (d *Daemon) Health(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("device endpoint %s: %w", a, err))
 		}
 	}
-	if d.serviceLn != nil {
-		for _, a := range addrs(d.serviceLn) {
+	for name, ln := range map[string]net.Listener{"service": d.serviceLn, "mqtt": d.mqttLn} {
+		if ln == nil {
+			continue
+		}
+		for _, a := range addrs(ln) {
 			if err := d.probeTLS(ctx, a); err != nil {
-				errs = append(errs, fmt.Errorf("service endpoint %s: %w", a, err))
+				errs = append(errs, fmt.Errorf("%s endpoint %s: %w", name, a, err))
 			}
 		}
 	}
