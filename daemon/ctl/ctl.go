@@ -120,15 +120,15 @@ the daemon's CA certificate from --ca-file or $EDGEPROV_CA_FILE.`,
 	root.AddCommand(enrollmentCmd(g), groupCmd(g), registrationCmd(g), deviceCmd(g), importCmd(g), checkCmd(g),
 		keysCmd(g), sasCmd(g), benchCmd(g), versionCmd(g))
 	root.AddCommand(&cobra.Command{Use: "bench-ceiling-server", Hidden: true, DisableFlagParsing: true,
-		RunE: func(cmd *cobra.Command, args []string) error { return ceilingServer(args, g.stdout) }})
+		RunE: func(cmd *cobra.Command, args []string) error { return ceilingServer(args, g.stdout, g.stderr) }})
 	return root
 }
 
 // benchCmd is the load generator; it parses its own flags (edgeprovctl bench --help).
 func benchCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:                "bench --addr HOST:PORT --ca-file F --id-scope S --group-key-file F [--devices N] [--concurrency C] [--poll-wait D] [--ceiling]",
-		Short:              "Simulate N devices of a symmetric-key group against a device endpoint; print a JSON summary",
+		Use:                "bench --addr HOST:PORT[,…] --ca-file F --id-scope S (--group-key-file F | --x509-ca-cert F --x509-ca-key F) [--transport https|mqtt] [--devices N] [--concurrency C] [--rate R] [--poll-wait D] [--ceiling]",
+		Short:              "Simulate N devices of a symmetric-key or X.509 group over HTTPS or MQTT; print a JSON summary",
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return bench(cmd.Context(), args, g.stdout, g.stderr)

@@ -1,45 +1,53 @@
 // Package loadgen simulates a factory's devices registering against a device
 // endpoint, each over a fresh TLS connection as real devices do, and measures
-// throughput and latency. Ceiling runs the same client against a bare Go TLS
-// server that answers one request per connection: the physical ceiling of the
-// box, measured in the same run, so a result is reported as a fraction of it.
+// throughput and latency. The devices attest with a symmetric-key group or an
+// X.509 group (certificates it generates) and speak HTTPS or MQTT. A ceiling
+// run puts the same client against a bare Go TLS server that answers one
+// request per connection: the physical ceiling of the box, measured in the
+// same run, so a result is reported as a fraction of it.
 package loadgen
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+)
 
-	"github.com/edgeprov/edgeprov/daemon/dpsapi"
-	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
+// Transports a run can use.
+const (
+	HTTPS = "https"
+	MQTT  = "mqtt"
 )
 
 // Config describes a run.
 type Config struct {
-	// Addr is host:port of the device endpoint.
-	Addr string
-	// ServerName is checked against the server certificate.
-	ServerName string
-	TLS        *tls.Config
-	IDScope    string
-	// GroupKey derives each device's key (symmetric-key group).
+	// Addrs are host:port of the device endpoints; device i uses
+	// Addrs[i%len(Addrs)] (replicas behind a round-robin balancer).
+	Addrs []string
+	// Transport is HTTPS (default) or MQTT.
+	Transport string
+	// TLS is the client configuration shared by all devices (roots, server
+	// name, key exchanges offered); each device adds its own certificate.
+	TLS     *tls.Config
+	IDScope string
+	// GroupKey derives each device's key (symmetric-key group); nil with
+	// Certs.
 	GroupKey []byte
+	// Certs, when set, are the devices' X.509 certificates (Certs[i] for
+	// device i, its common name the registration ID).
+	Certs []tls.Certificate
 	// IDPrefix names devices IDPrefix + number.
 	IDPrefix    string
 	Devices     int
 	Concurrency int
+	// Rate, when positive, starts devices at this many per second (an open
+	// loop: latency counts from the scheduled start, so a backlog shows);
+	// otherwise Concurrency devices run back to back as fast as they can.
+	Rate float64
 	// PollWait is how long a device waits before polling; negative means
 	// honour the server's retry-after as a real device does.
 	PollWait time.Duration
@@ -54,25 +62,33 @@ type Summary struct {
 	Failed         int            `json:"failed"`
 	Seconds        float64        `json:"seconds"`
 	PerSecond      float64        `json:"registrationsPerSecond"`
+	OfferedRate    float64        `json:"offeredPerSecond,omitempty"`
 	P50ms          float64        `json:"p50Ms"`
 	P90ms          float64        `json:"p90Ms"`
 	P99ms          float64        `json:"p99Ms"`
+	MaxMs          float64        `json:"maxMs"`
 	Errors         map[string]int `json:"errorsByCode,omitempty"`
 	CeilingPerSec  float64        `json:"ceilingPerSecond,omitempty"`
 	FractionOfCeil float64        `json:"fractionOfCeiling,omitempty"`
 }
 
-// Device is what one simulated device does; it returns an error code label on
-// failure. Register and Bare are the two in use.
-type Device func(ctx context.Context, c *http.Client, cfg Config, i int) (code string, err error)
+// Device is what one simulated device does over its own fresh connection; it
+// returns an error code label on failure. Register and Bare are the two in
+// use.
+type Device func(ctx context.Context, cfg *Config, i int) (code string, err error)
 
-// Run runs cfg.Devices devices, cfg.Concurrency at a time, each with a fresh
-// connection, and returns the summary.
+// Run runs cfg.Devices devices and returns the summary.
 func Run(ctx context.Context, cfg Config, dev Device) (*Summary, error) {
 	if cfg.Devices <= 0 || cfg.Concurrency <= 0 {
 		return nil, errors.New("devices and concurrency must be positive")
 	}
-	var next, done, failed atomic.Int64
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("no device endpoint address")
+	}
+	if cfg.Certs != nil && len(cfg.Certs) < cfg.Devices {
+		return nil, errors.New("fewer certificates than devices")
+	}
+	var done, failed atomic.Int64
 	lat := make([]time.Duration, cfg.Devices)
 	errs := map[string]int{}
 	var mu sync.Mutex
@@ -91,34 +107,65 @@ func Run(ctx context.Context, cfg Config, dev Device) (*Summary, error) {
 			}
 		}()
 	}
+	one := func(i int, t0 time.Time) {
+		code, err := dev(ctx, &cfg, i)
+		lat[i] = time.Since(t0)
+		if err != nil {
+			failed.Add(1)
+			mu.Lock()
+			errs[code]++
+			mu.Unlock()
+		}
+		done.Add(1)
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= cfg.Devices || ctx.Err() != nil {
-					return
+	if cfg.Rate > 0 {
+		// Open loop: device i is due at start + i/Rate whether or not the
+		// ones before it have finished; Concurrency bounds the goroutines.
+		type job struct {
+			i   int
+			due time.Time
+		}
+		jobs := make(chan job)
+		for range cfg.Concurrency {
+			wg.Go(func() {
+				for j := range jobs {
+					one(j.i, j.due)
 				}
-				// A fresh connection (and TLS handshake) per device.
-				tr := &http.Transport{TLSClientConfig: cfg.TLS.Clone(), MaxIdleConnsPerHost: 1, ForceAttemptHTTP2: false,
-					DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
-				c := &http.Client{Transport: tr, Timeout: 60 * time.Second}
-				t0 := time.Now()
-				code, err := dev(ctx, c, cfg, i)
-				lat[i] = time.Since(t0)
-				tr.CloseIdleConnections()
-				if err != nil {
-					failed.Add(1)
-					mu.Lock()
-					errs[code]++
-					mu.Unlock()
+			})
+		}
+		interval := time.Duration(float64(time.Second) / cfg.Rate)
+	dispatch:
+		for i := range cfg.Devices {
+			due := start.Add(time.Duration(i) * interval)
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-ctx.Done():
+					break dispatch
+				case <-time.After(d):
 				}
-				done.Add(1)
 			}
-		}()
+			select {
+			case <-ctx.Done():
+				break dispatch
+			case jobs <- job{i, due}:
+			}
+		}
+		close(jobs)
+	} else {
+		var next atomic.Int64
+		for range cfg.Concurrency {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= cfg.Devices || ctx.Err() != nil {
+						return
+					}
+					one(i, time.Now())
+				}
+			})
+		}
 	}
 	wg.Wait()
 	close(stop)
@@ -127,124 +174,25 @@ func Run(ctx context.Context, cfg Config, dev Device) (*Summary, error) {
 		cfg.Progress(int(done.Load()), int(failed.Load()))
 	}
 	n := int(done.Load())
-	s := &Summary{Devices: n, Failed: int(failed.Load()), Succeeded: n - int(failed.Load()), Seconds: elapsed.Seconds()}
+	s := &Summary{Devices: n, Failed: int(failed.Load()), Succeeded: n - int(failed.Load()), Seconds: elapsed.Seconds(), OfferedRate: cfg.Rate}
 	if len(errs) > 0 {
 		s.Errors = errs
 	}
 	s.PerSecond = float64(s.Succeeded) / elapsed.Seconds()
-	l := slices.Clone(lat[:n])
-	slices.Sort(l)
-	pct := func(p float64) float64 {
-		if len(l) == 0 {
-			return 0
-		}
-		return float64(l[min(len(l)-1, int(p*float64(len(l))))].Microseconds()) / 1000
-	}
-	s.P50ms, s.P90ms, s.P99ms = pct(0.50), pct(0.90), pct(0.99)
+	s.P50ms, s.P90ms, s.P99ms, s.MaxMs = percentiles(lat[:n])
 	return s, ctx.Err()
 }
 
-// Register is a symmetric-key group device: PUT register, then poll until final.
-func Register(ctx context.Context, c *http.Client, cfg Config, i int) (string, error) {
-	id := cfg.IDPrefix + strconv.Itoa(i)
-	key := sas.DeriveDeviceKey(cfg.GroupKey, id)
-	tok := sas.Build(key, sas.DeviceResource(cfg.IDScope, id), time.Now().Add(time.Hour), sas.DeviceKeyName)
-	base := "https://" + cfg.Addr + "/" + cfg.IDScope + "/registrations/" + url.PathEscape(id)
-	op, retry, code, err := call(ctx, c, http.MethodPut, base+"/register?api-version=2021-06-01", tok, `{"registrationId":"`+id+`"}`)
-	if err != nil {
-		return code, err
+// percentiles returns p50, p90, p99 and the maximum in milliseconds (nearest
+// rank).
+func percentiles(lat []time.Duration) (p50, p90, p99, maxMs float64) {
+	if len(lat) == 0 {
+		return 0, 0, 0, 0
 	}
-	for range 30 {
-		if op.Status == dpsapi.StatusAssigned {
-			return "", nil
-		}
-		if op.Status != dpsapi.StatusAssigning {
-			code := "failed"
-			if op.RegistrationState != nil {
-				code = strconv.Itoa(op.RegistrationState.ErrorCode)
-			}
-			return code, fmt.Errorf("registration %s", op.Status)
-		}
-		wait := cfg.PollWait
-		if wait < 0 {
-			wait = retry
-		}
-		select {
-		case <-ctx.Done():
-			return "cancelled", ctx.Err()
-		case <-time.After(wait):
-		}
-		op, retry, code, err = call(ctx, c, http.MethodGet, base+"/operations/"+op.OperationID+"?api-version=2021-06-01", tok, "")
-		if err != nil {
-			return code, err
-		}
+	l := slices.Clone(lat)
+	slices.Sort(l)
+	at := func(p float64) float64 {
+		return float64(l[min(len(l)-1, int(p*float64(len(l))))].Microseconds()) / 1000
 	}
-	return "timeout", errors.New("still assigning after 30 polls")
-}
-
-func call(ctx context.Context, c *http.Client, method, u, tok, body string) (*dpsapi.RegistrationOperationStatus, time.Duration, string, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
-	if err != nil {
-		return nil, 0, "request", err
-	}
-	req.Header.Set("Authorization", tok)
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, 0, "transport", err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, dpsapi.MaxMessageSize))
-	if err != nil {
-		return nil, 0, "transport", err
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
-		var e dpsapi.ErrorDetails
-		json.Unmarshal(data, &e)
-		code := strconv.Itoa(resp.StatusCode)
-		if e.ErrorCode != 0 {
-			code = strconv.Itoa(e.ErrorCode)
-		}
-		return nil, 0, code, fmt.Errorf("%s: HTTP %d", method, resp.StatusCode)
-	}
-	var op dpsapi.RegistrationOperationStatus
-	if err := json.Unmarshal(data, &op); err != nil {
-		return nil, 0, "decode", err
-	}
-	secs, err := strconv.Atoi(resp.Header.Get("retry-after"))
-	if err != nil || secs < 1 {
-		secs = 2
-	}
-	return &op, time.Duration(secs) * time.Second, "", nil
-}
-
-// Bare is the ceiling's device: connect, handshake, one request, as cheap as
-// a registration can possibly be on this box.
-func Bare(ctx context.Context, c *http.Client, cfg Config, i int) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "https://"+cfg.Addr+"/ceiling", strings.NewReader(`{"registrationId":"x"}`))
-	if err != nil {
-		return "request", err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return "transport", err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return "", nil
-}
-
-// ListenCeiling opens the ceiling server's TLS listener on a loopback port.
-func ListenCeiling(cert tls.Certificate) (net.Listener, error) {
-	return tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-}
-
-// ServeCeiling answers every request with a small JSON body.
-func ServeCeiling(ln net.Listener) error {
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.Write([]byte(`{"ok":true}`))
-	}), ReadHeaderTimeout: 10 * time.Second}
-	return srv.Serve(ln)
+	return at(0.50), at(0.90), at(0.99), float64(l[len(l)-1].Microseconds()) / 1000
 }

@@ -5,13 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/loadgen"
 	"github.com/edgeprov/edgeprov/daemon/store"
@@ -38,7 +36,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	heard := make([]atomic.Bool, devices)
 	var assigned atomic.Int64
 	run := func(addr string, todo []int, kill func()) {
-		cfg.Addr = addr
+		cfg.Addrs = []string{addr}
 		var wg sync.WaitGroup
 		next := atomic.Int64{}
 		for range cfg.Concurrency {
@@ -51,14 +49,12 @@ func TestCrashLosesNothing(t *testing.T) {
 						return
 					}
 					i := todo[k]
-					c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.TLS.Clone()}, Timeout: 10 * time.Second}
-					if _, err := loadgen.Register(context.Background(), c, cfg, i); err == nil {
+					if _, err := loadgen.Register(context.Background(), &cfg, i); err == nil {
 						heard[i].Store(true)
 						if assigned.Add(1) == 600 && kill != nil {
 							kill()
 						}
 					}
-					c.CloseIdleConnections()
 				}
 			}()
 		}

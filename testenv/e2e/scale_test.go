@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgeprov/edgeprov/testenv/e2e"
+	"github.com/edgeprov/edgeprov/testenv/testpki"
 )
 
 // The load generator through the binary, with its ceiling run.
@@ -45,6 +46,48 @@ func TestBenchCommand(t *testing.T) {
 		"--group-key-file", filepath.Join(d.Dir, "blocked.key"), "--prefix", "line-x-", "--devices", "3", "--concurrency", "3", "--poll-wait", "0s")
 	if r.Code != 4 || !regexp.MustCompile(`"401002": 3`).MatchString(r.Stdout) {
 		t.Fatalf("bench with a wrong key: exit %d\n%s", r.Code, r.Stdout)
+	}
+}
+
+// The load generator's X.509 devices over MQTT: it issues each a certificate
+// from the group's CA and registers them with mTLS, and its ceiling speaks
+// MQTT and verifies the same certificates.
+func TestBenchCommandX509OverMQTT(t *testing.T) {
+	t.Parallel()
+	root := testpki.NewRoot(t, "e2e bench factory")
+	d := e2e.NewDaemon(t, e2e.Options{MQTT: true, Catalog: `version: 1
+enrollmentGroups:
+  - enrollmentGroupId: bench-x509
+    attestation:
+      type: x509
+      x509: {signingCertificates: {primary: {certificateFile: root.pem}}}
+`, CatalogFiles: map[string]string{"root.pem": root.PEM()}})
+	d.Start(t)
+	caCert, caKey := root.WriteFiles(t, t.TempDir(), "factory", root.PEM())
+	r := e2e.Run(t, nil, "edgeprovctl", "bench", "--addr", d.MQTTAddr, "--transport", "mqtt", "--ca-file", d.CACert, "--id-scope", d.IDScope,
+		"--x509-ca-cert", caCert, "--x509-ca-key", caKey, "--prefix", "line-mx-", "--devices", "40", "--concurrency", "8",
+		"--poll-wait", "0s", "--key-exchange", "p256", "--ceiling")
+	if r.Code != 0 {
+		t.Fatalf("bench: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	var sum struct {
+		Succeeded        int
+		CeilingPerSecond float64
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &sum); err != nil || sum.Succeeded != 40 || sum.CeilingPerSecond <= 0 {
+		t.Fatalf("summary %+v (%v)\n%s", sum, err, r.Stdout)
+	}
+	if got := metric(t, d, `edgeprov_registrations_total\{attestation="x509",enrollment="bench-x509",hub="[^"]+",result="assigned"\}`); got != 40 {
+		t.Fatalf("X.509 registrations metric %v, want 40", got)
+	}
+	// Certificates from another CA are refused at the handshake: counted as
+	// failures, exit 4.
+	other := testpki.NewRoot(t, "e2e bench factory")
+	caCert, caKey = other.WriteFiles(t, t.TempDir(), "other", other.PEM())
+	r = e2e.Run(t, nil, "edgeprovctl", "bench", "--addr", d.MQTTAddr, "--transport", "mqtt", "--ca-file", d.CACert, "--id-scope", d.IDScope,
+		"--x509-ca-cert", caCert, "--x509-ca-key", caKey, "--prefix", "line-mx-", "--devices", "3", "--concurrency", "3", "--poll-wait", "0s")
+	if r.Code != 4 || !regexp.MustCompile(`"failed": 3`).MatchString(r.Stdout) {
+		t.Fatalf("bench with an untrusted CA: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
