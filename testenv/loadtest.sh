@@ -109,3 +109,13 @@ cred=(--group-key-file "$scratch/group.key" --prefix bench-)
 "$bin/edgeprovctl" bench --addr "$addrs" --transport "$transport" --ca-file "$scratch/r1/state/tls/ca.pem" --id-scope "$scope" \
 	"${cred[@]}" --devices "$devices" --concurrency "$conc" --poll-wait "$pollwait" --rate "${RATE:-0}" \
 	--key-exchange "${KEX:-default}" --ceiling ${BENCH_ARGS:-}
+# CPU time (user + system) of the load generator (with its ceiling server and
+# the set-up commands: bash's children so far) and of each daemon, to split the
+# box between server and client.
+times >"$scratch/times"
+echo "load generator (user, system): $(tail -1 "$scratch/times")" >&2
+tck="$(getconf CLK_TCK)"
+for i in "${!pids[@]}"; do
+	read -r -a st <"/proc/${pids[$i]}/stat"
+	echo "edgeprovd replica $((i + 1)): $(( (st[13] + st[14]) * 1000 / tck )) ms CPU" >&2
+done

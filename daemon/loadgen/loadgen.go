@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -57,16 +58,19 @@ type Config struct {
 
 // Summary is a run's outcome.
 type Summary struct {
-	Devices        int            `json:"devices"`
-	Succeeded      int            `json:"succeeded"`
-	Failed         int            `json:"failed"`
-	Seconds        float64        `json:"seconds"`
-	PerSecond      float64        `json:"registrationsPerSecond"`
-	OfferedRate    float64        `json:"offeredPerSecond,omitempty"`
-	P50ms          float64        `json:"p50Ms"`
-	P90ms          float64        `json:"p90Ms"`
-	P99ms          float64        `json:"p99Ms"`
-	MaxMs          float64        `json:"maxMs"`
+	Devices     int     `json:"devices"`
+	Succeeded   int     `json:"succeeded"`
+	Failed      int     `json:"failed"`
+	Seconds     float64 `json:"seconds"`
+	PerSecond   float64 `json:"registrationsPerSecond"`
+	OfferedRate float64 `json:"offeredPerSecond,omitempty"`
+	P50ms       float64 `json:"p50Ms"`
+	P90ms       float64 `json:"p90Ms"`
+	P99ms       float64 `json:"p99Ms"`
+	MaxMs       float64 `json:"maxMs"`
+	// ClientCPUms is the load generator's own CPU time (user + system) per
+	// device: what the simulated devices cost the box.
+	ClientCPUms    float64        `json:"clientCpuMsPerDevice"`
 	Errors         map[string]int `json:"errorsByCode,omitempty"`
 	CeilingPerSec  float64        `json:"ceilingPerSecond,omitempty"`
 	FractionOfCeil float64        `json:"fractionOfCeiling,omitempty"`
@@ -118,7 +122,7 @@ func Run(ctx context.Context, cfg Config, dev Device) (*Summary, error) {
 		}
 		done.Add(1)
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	var wg sync.WaitGroup
 	if cfg.Rate > 0 {
 		// Open loop: device i is due at start + i/Rate whether or not the
@@ -179,6 +183,9 @@ func Run(ctx context.Context, cfg Config, dev Device) (*Summary, error) {
 		s.Errors = errs
 	}
 	s.PerSecond = float64(s.Succeeded) / elapsed.Seconds()
+	if n > 0 {
+		s.ClientCPUms = float64((cpuTime() - cpu0).Microseconds()) / 1000 / float64(n)
+	}
 	s.P50ms, s.P90ms, s.P99ms, s.MaxMs = percentiles(lat[:n])
 	return s, ctx.Err()
 }
@@ -195,4 +202,13 @@ func percentiles(lat []time.Duration) (p50, p90, p99, maxMs float64) {
 		return float64(l[min(len(l)-1, int(p*float64(len(l))))].Microseconds()) / 1000
 	}
 	return at(0.50), at(0.90), at(0.99), float64(l[len(l)-1].Microseconds()) / 1000
+}
+
+// cpuTime is the process's CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
