@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/endpoint/deviceerr"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 )
 
@@ -187,11 +188,11 @@ func segments(escaped string) ([]string, bool) {
 func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error, trackingID string) {
 	status, body := h.errorFor(r.Context(), err, trackingID)
 	body.TimestampUTC = dpsapi.Time{Time: h.now()}
-	if ra := retryAfterOf(err); ra > 0 {
+	if ra := deviceerr.RetryAfter(err); ra > 0 {
 		w.Header().Set("retry-after", strconv.Itoa(ra))
 	}
 	w.Header().Set("x-ms-error-code", strconv.Itoa(body.ErrorCode))
-	if ch := challengeFor(err, body); ch != nil {
+	if ch := deviceerr.Challenge(err, body); ch != nil {
 		writeJSON(w, status, ch)
 		return
 	}
@@ -200,7 +201,7 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error, tr
 
 func (h *Handler) writeError(w http.ResponseWriter, code int, msg, trackingID string) {
 	w.Header().Set("x-ms-error-code", strconv.Itoa(code))
-	writeJSON(w, statusOf(code), &dpsapi.ErrorDetails{ErrorCode: code, TrackingID: trackingID, Message: msg, TimestampUTC: dpsapi.Time{Time: h.now()}})
+	writeJSON(w, deviceerr.Status(code), &dpsapi.ErrorDetails{ErrorCode: code, TrackingID: trackingID, Message: msg, TimestampUTC: dpsapi.Time{Time: h.now()}})
 }
 
 // writeJSON always sets the JSON content type: Node parses bodies only then.

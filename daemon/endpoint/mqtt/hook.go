@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
+	"github.com/edgeprov/edgeprov/daemon/endpoint/deviceerr"
 	"github.com/edgeprov/edgeprov/daemon/registration"
 )
 
@@ -246,10 +247,10 @@ func (h *hook) handle(ctx context.Context, s *session, req dpsapi.MQTTRequest, p
 func (h *hook) errorResponse(ctx context.Context, err error, trackingID string) (int, int, any) {
 	status, body := h.errorFor(ctx, err, trackingID)
 	body.TimestampUTC = dpsapi.Time{Time: time.Now()}
-	if ch := challengeFor(err, body); ch != nil {
+	if ch := deviceerr.Challenge(err, body); ch != nil {
 		return status, 0, ch
 	}
-	return status, retryAfterOf(err), body
+	return status, deviceerr.RetryAfter(err), body
 }
 
 // respond writes the response to this connection only, at the QoS the client
