@@ -63,6 +63,8 @@ type CAs interface {
 type Verifier struct {
 	// CAs resolves caReferences; nil means none are usable.
 	CAs CAs
+
+	verified chainCache
 }
 
 // Match is a verified device certificate.
@@ -201,9 +203,10 @@ func (v *Verifier) matchGroup(scope string, chain []*x509.Certificate, now time.
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
+	presented := digest(chain...)
 	var reasons []string
 	for _, c := range cands {
-		m, err := v.verifyGroup(scope, c, chain[0], inter, now)
+		m, err := v.verifyGroup(scope, c, chain[0], inter, presented, now)
 		if err == nil {
 			return m, nil
 		}
@@ -212,12 +215,13 @@ func (v *Verifier) matchGroup(scope string, chain []*x509.Certificate, now time.
 	return nil, fmt.Errorf("%w: %s", ErrNoMatch, strings.Join(reasons, "; "))
 }
 
-func (v *Verifier) verifyGroup(scope string, c candidate, leaf *x509.Certificate, inter *x509.CertPool, now time.Time) (*Match, error) {
+func (v *Verifier) verifyGroup(scope string, c candidate, leaf *x509.Certificate, inter *x509.CertPool, presented [32]byte, now time.Time) (*Match, error) {
 	x := c.g.Attestation.X509
 	if c.g.Attestation.Type != enrollment.AttestationX509 || x == nil {
 		return nil, errors.New("not an X.509 group")
 	}
 	roots := x.SigningRoots()
+	key := chainKey{chain: presented, scope: scope, group: c.g.EnrollmentGroupID, caName: c.caName}
 	if c.caName != "" {
 		ca := v.CAs.CA(scope, c.caName)
 		if ca == nil {
@@ -225,9 +229,19 @@ func (v *Verifier) verifyGroup(scope string, c candidate, leaf *x509.Certificate
 		}
 		roots = x509.NewCertPool()
 		roots.AddCert(ca)
+		key.anchors = digest(ca)
+	} else {
+		var anchors []*x509.Certificate
+		for _, e := range x.SigningCertificates.Certs() {
+			anchors = append(anchors, e.Cert())
+		}
+		key.anchors = digest(anchors...)
 	}
 	if roots == nil {
 		return nil, errors.New("no signing certificate")
+	}
+	if ref, ok := v.verified.get(key, now); ok {
+		return &Match{Group: c.g, Leaf: leaf, KeyRef: ref}, nil
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
@@ -241,6 +255,7 @@ func (v *Verifier) verifyGroup(scope string, c candidate, leaf *x509.Certificate
 	} else {
 		ref += "#" + anchorName(x, ch[len(ch)-1])
 	}
+	v.verified.put(key, ch, ref)
 	return &Match{Group: c.g, Leaf: leaf, KeyRef: ref}, nil
 }
 
