@@ -160,11 +160,12 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(&txn{ctx: ctx, tx: tx}) })
 }
 
-// View implements store.Store.
+// View implements store.Store. The reads run on the pool without BEGIN and
+// COMMIT: under READ COMMITTED each statement takes its own snapshot inside a
+// transaction too, so one would only add two round trips to every poll and
+// lookup. txn refuses writes itself (errReadOnly).
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		return fn(&txn{ctx: ctx, tx: tx, readOnly: true})
-	})
+	return fn(&txn{ctx: ctx, tx: s.pool, readOnly: true})
 }
 
 // PruneOperations implements store.Store.
@@ -178,8 +179,26 @@ func (s *Store) PruneOperations(ctx context.Context, before time.Time) (int, err
 
 type txn struct {
 	ctx      context.Context
-	tx       pgx.Tx
+	tx       querier
 	readOnly bool
+}
+
+// errReadOnly refuses a write inside View.
+var errReadOnly = errors.New("write in a read-only transaction")
+
+// exec runs a write; View's txn refuses it (it would autocommit on the pool).
+func (t *txn) exec(sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.readOnly {
+		return pgconn.CommandTag{}, errReadOnly
+	}
+	return t.tx.Exec(t.ctx, sql, args...)
+}
+
+// querier is what txn needs of a transaction (Update) or of the pool (View).
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 func (t *txn) get(what, q string, v any, args ...any) error {
@@ -210,7 +229,7 @@ func (t *txn) PutOperation(op *store.Operation) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(t.ctx, `INSERT INTO operations (scope, id, updated_at, body) VALUES ($1, $2, $3, $4)
+	_, err = t.exec(`INSERT INTO operations (scope, id, updated_at, body) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (scope, id) DO UPDATE SET updated_at = EXCLUDED.updated_at, body = EXCLUDED.body`, op.Scope, op.ID, op.UpdatedAt, body)
 	return wrap("put operation", err)
 }
@@ -228,7 +247,7 @@ func (t *txn) PutRecord(r *store.Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(t.ctx, `INSERT INTO records (scope, registration_id, etag, body) VALUES ($1, $2, $3, $4)
+	_, err = t.exec(`INSERT INTO records (scope, registration_id, etag, body) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (scope, registration_id) DO UPDATE SET etag = EXCLUDED.etag, body = EXCLUDED.body`, r.Scope, r.RegistrationID, r.ETag, body)
 	return wrap("put registration", err)
 }
@@ -237,9 +256,9 @@ func (t *txn) DeleteRecord(scope, regID, etag string) error {
 	var tag pgconn.CommandTag
 	var err error
 	if etag == "" {
-		tag, err = t.tx.Exec(t.ctx, "DELETE FROM records WHERE scope=$1 AND registration_id=$2", scope, regID)
+		tag, err = t.exec("DELETE FROM records WHERE scope=$1 AND registration_id=$2", scope, regID)
 	} else {
-		tag, err = t.tx.Exec(t.ctx, "DELETE FROM records WHERE scope=$1 AND registration_id=$2 AND etag=$3", scope, regID, etag)
+		tag, err = t.exec("DELETE FROM records WHERE scope=$1 AND registration_id=$2 AND etag=$3", scope, regID, etag)
 	}
 	if err != nil {
 		return wrap("delete registration", err)
@@ -295,13 +314,13 @@ func (t *txn) PutEnrollment(e *store.Enrollment) error {
 	if e.ID == "" || e.Scope == "" {
 		return fmt.Errorf("enrollment without scope or ID")
 	}
-	_, err := t.tx.Exec(t.ctx, `INSERT INTO enrollments (scope, kind, id, etag, body) VALUES ($1, $2, $3, $4, $5)
+	_, err := t.exec(`INSERT INTO enrollments (scope, kind, id, etag, body) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (scope, kind, id) DO UPDATE SET etag = EXCLUDED.etag, body = EXCLUDED.body`, e.Scope, string(e.Kind), e.ID, e.ETag, []byte(e.Data))
 	return wrap("put enrollment", err)
 }
 
 func (t *txn) DeleteEnrollment(scope string, kind store.EnrollmentKind, id string) error {
-	tag, err := t.tx.Exec(t.ctx, "DELETE FROM enrollments WHERE scope=$1 AND kind=$2 AND id=$3", scope, string(kind), id)
+	tag, err := t.exec("DELETE FROM enrollments WHERE scope=$1 AND kind=$2 AND id=$3", scope, string(kind), id)
 	if err != nil {
 		return wrap("delete enrollment", err)
 	}
@@ -356,14 +375,14 @@ func (t *txn) PutChallenge(c *store.Challenge) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(t.ctx, `INSERT INTO challenges (scope, registration_id, expires_at, body) VALUES ($1, $2, $3, $4)
+	_, err = t.exec(`INSERT INTO challenges (scope, registration_id, expires_at, body) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (scope, registration_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, body = EXCLUDED.body`,
 		c.Scope, c.RegistrationID, c.ExpiresAt, body)
 	return wrap("put challenge", err)
 }
 
 func (t *txn) DeleteChallenge(scope, regID string) error {
-	tag, err := t.tx.Exec(t.ctx, "DELETE FROM challenges WHERE scope=$1 AND registration_id=$2", scope, regID)
+	tag, err := t.exec("DELETE FROM challenges WHERE scope=$1 AND registration_id=$2", scope, regID)
 	if err != nil {
 		return wrap("delete challenge", err)
 	}
@@ -386,13 +405,13 @@ func (t *txn) PutIdentity(id *store.Identity) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(t.ctx, `INSERT INTO identities (hub, device_id, body) VALUES ($1, $2, $3)
+	_, err = t.exec(`INSERT INTO identities (hub, device_id, body) VALUES ($1, $2, $3)
 		ON CONFLICT (hub, device_id) DO UPDATE SET body = EXCLUDED.body`, id.Hub, id.DeviceID, body)
 	return wrap("put identity", err)
 }
 
 func (t *txn) DeleteIdentity(hub, deviceID string) error {
-	tag, err := t.tx.Exec(t.ctx, "DELETE FROM identities WHERE hub=$1 AND device_id=$2", hub, deviceID)
+	tag, err := t.exec("DELETE FROM identities WHERE hub=$1 AND device_id=$2", hub, deviceID)
 	if err != nil {
 		return wrap("delete identity", err)
 	}
@@ -428,13 +447,13 @@ func (t *txn) PutCACertificate(c *store.CACertificate) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(t.ctx, `INSERT INTO ca_certificates (scope, name_key, body) VALUES ($1, $2, $3)
+	_, err = t.exec(`INSERT INTO ca_certificates (scope, name_key, body) VALUES ($1, $2, $3)
 		ON CONFLICT (scope, name_key) DO UPDATE SET body = EXCLUDED.body`, c.Scope, strings.ToLower(c.Name), body)
 	return wrap("put CA certificate", err)
 }
 
 func (t *txn) DeleteCACertificate(scope, name string) error {
-	tag, err := t.tx.Exec(t.ctx, "DELETE FROM ca_certificates WHERE scope=$1 AND name_key=$2", scope, strings.ToLower(name))
+	tag, err := t.exec("DELETE FROM ca_certificates WHERE scope=$1 AND name_key=$2", scope, strings.ToLower(name))
 	if err != nil {
 		return wrap("delete CA certificate", err)
 	}

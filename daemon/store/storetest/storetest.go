@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"enrollments", testEnrollments},
 		{"enrollments/kinds-and-scopes", testEnrollmentsIsolated},
 		{"update/rollback", testRollback},
+		{"view/refuses-writes", testViewRefusesWrites},
 		{"update/concurrent", testConcurrent},
 		{"prune", testPrune},
 	}
@@ -455,6 +456,21 @@ func testRollback(t *testing.T, s store.Store) {
 	mustView(t, s, func(tx store.Tx) error {
 		if _, err := tx.Record("0ne00ABCDEF", "half"); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("half-written record visible: %v", err)
+		}
+		return nil
+	})
+}
+
+// A write inside View fails and leaves nothing behind: View is for reads,
+// and a store may run it outside any transaction.
+func testViewRefusesWrites(t *testing.T, s store.Store) {
+	err := s.View(ctx, func(tx store.Tx) error { return tx.PutRecord(record("0ne00ABCDEF", "sneaky")) })
+	if err == nil {
+		t.Fatal("PutRecord inside View succeeded")
+	}
+	mustView(t, s, func(tx store.Tx) error {
+		if _, err := tx.Record("0ne00ABCDEF", "sneaky"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("record written inside View is visible: %v", err)
 		}
 		return nil
 	})
