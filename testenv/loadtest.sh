@@ -17,10 +17,13 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 devices="${1:-10000}"; conc="${2:-128}"; pollwait="${3:--1s}"; store="${4:-bolt}"
 transport="${TRANSPORT:-https}"; attestation="${ATTESTATION:-symmetric-key}"; replicas="${REPLICAS:-1}"
 bin="$repo/bin"
-scratch="$(mktemp -d)"; pids=(); pgpid=""
+scratch="$(mktemp -d)"; pids=(); pgpid=""; pgbin=""
 cleanup() {
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p" || true; done
-	if [[ -n "$pgpid" ]]; then kill -INT "$pgpid" 2>/dev/null; wait "$pgpid" || true; fi
+	if [[ -n "$pgpid" ]]; then
+		runuser -u postgres -- "$pgbin/pg_ctl" -D "$scratch/pg/data" -m fast -w stop >/dev/null 2>&1 || kill -KILL "$pgpid"
+		wait "$pgpid" || true
+	fi
 	rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -46,6 +49,7 @@ bolt) ;;
 postgres)
 	# Debian's server, initdb in the scratch directory, a unix socket only.
 	pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+	chmod 711 "$scratch" # the server's user must reach its directory
 	mkdir "$scratch/pg"; chown postgres "$scratch/pg"; chmod 700 "$scratch/pg"
 	runuser -u postgres -- "$pgbin/initdb" -D "$scratch/pg/data" -U edgeprov --auth=trust -E UTF8 --locale=C >/dev/null
 	runuser -u postgres -- "$pgbin/postgres" -D "$scratch/pg/data" -k "$scratch/pg" -c listen_addresses= \
@@ -53,7 +57,6 @@ postgres)
 	pgpid=$!
 	for _ in $(seq 1 200); do runuser -u postgres -- "$pgbin/psql" -h "$scratch/pg" -U edgeprov -d postgres -Atc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
 	runuser -u postgres -- "$pgbin/createdb" -h "$scratch/pg" -U edgeprov edgeprov
-	chmod 755 "$scratch"
 	printf 'host=%s user=edgeprov dbname=edgeprov sslmode=disable\n' "$scratch/pg" >"$scratch/pg.dsn"
 	storeblock=$'store:\n  type: postgres\n  postgres: {dsnFile: pg.dsn, maxConns: 64}'
 	;;

@@ -98,6 +98,7 @@ func Run(ctx context.Context, cfg Config, dev Device) (*Summary, error) {
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	if cfg.Progress != nil {
+		cfg.Progress(0, 0) // the clock starts now
 		go func() {
 			t := time.NewTicker(250 * time.Millisecond)
 			defer t.Stop()
