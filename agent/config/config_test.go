@@ -1,20 +1,15 @@
 package config_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/edgeprov/edgeprov/agent/config"
+	"github.com/edgeprov/edgeprov/testenv/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ (go test ./agent/config -update)")
 
 // TestLoad loads testdata/<name>.yaml and compares the outcome with
 // testdata/<name>.golden: for ok/ cases a JSON dump of the config and what it
@@ -49,7 +44,7 @@ func TestLoad(t *testing.T) {
 		"fail/tpm-bad-handle",
 		"fail/tpm-with-symmetric-key",
 	}
-	checkNoOrphans(t, tests)
+	golden.NoOrphans(t, "yaml", tests)
 	for _, name := range tests {
 		t.Run(name, func(t *testing.T) {
 			c, err := config.Load(filepath.Join("testdata", name+".yaml"))
@@ -68,7 +63,7 @@ func TestLoad(t *testing.T) {
 				}
 				got = []byte(err.Error() + "\n")
 			}
-			golden(t, filepath.Join("testdata", name+".golden"), got)
+			golden.Check(t, filepath.Join("testdata", name+".golden"), got)
 		})
 	}
 }
@@ -86,37 +81,6 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := config.Load(filepath.Join(t.TempDir(), "agent.yaml"))
 	if err == nil || !strings.HasPrefix(err.Error(), "read agent config: ") {
 		t.Fatalf("Load of a missing file = %v", err)
-	}
-}
-
-func checkNoOrphans(t *testing.T, tests []string) {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join("testdata", "*", "*.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		name := strings.TrimSuffix(filepath.ToSlash(strings.TrimPrefix(f, "testdata"+string(filepath.Separator))), ".yaml")
-		if !slices.Contains(tests, name) {
-			t.Errorf("%s is not in the test table", f)
-		}
-	}
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
 	}
 }
 

@@ -12,13 +12,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,9 +28,8 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/dpsapi"
 	"github.com/edgeprov/edgeprov/daemon/enrollment"
 	"github.com/edgeprov/edgeprov/daemon/hub"
+	"github.com/edgeprov/edgeprov/testenv/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 const functionKey = "function-key-not-for-logs"
 
@@ -117,7 +114,7 @@ func TestBuildRequest(t *testing.T) {
 			if bytes.Contains(got, []byte("c2VjcmV0")) || bytes.Contains(got, []byte(functionKey)) {
 				t.Fatal("the request carries the enrollment's key or the function key")
 			}
-			golden(t, filepath.Join("testdata", "webhook", tt.name+".json"), got)
+			golden.Check(t, filepath.Join("testdata", "webhook", tt.name+".json"), got)
 		})
 	}
 	t.Run("fail/no-enrollment", func(t *testing.T) {
@@ -125,26 +122,6 @@ func TestBuildRequest(t *testing.T) {
 			t.Fatal("built a request without an enrollment")
 		}
 	})
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update writes it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
-	}
 }
 
 func testCert(t *testing.T, cn string) *x509.Certificate {

@@ -1,22 +1,18 @@
 package config_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgeprov/edgeprov/daemon/config"
+	"github.com/edgeprov/edgeprov/testenv/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ (go test ./daemon/config -update)")
 
 // TestLoad loads testdata/<name>.yaml and compares the outcome with
 // testdata/<name>.golden: for ok/ cases a JSON dump of the config after
@@ -51,7 +47,7 @@ func TestLoad(t *testing.T) {
 		"fail/bad-mqtt",
 		"fail/service-policies",
 	}
-	checkNoOrphans(t, tests)
+	golden.NoOrphans(t, "yaml", tests)
 	for _, name := range tests {
 		t.Run(name, func(t *testing.T) {
 			c, err := config.Load(filepath.Join("testdata", name+".yaml"))
@@ -70,39 +66,8 @@ func TestLoad(t *testing.T) {
 				}
 				got = []byte(err.Error() + "\n")
 			}
-			golden(t, filepath.Join("testdata", name+".golden"), got)
+			golden.Check(t, filepath.Join("testdata", name+".golden"), got)
 		})
-	}
-}
-
-func checkNoOrphans(t *testing.T, tests []string) {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join("testdata", "*", "*.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		name := strings.TrimSuffix(filepath.ToSlash(strings.TrimPrefix(f, "testdata"+string(filepath.Separator))), ".yaml")
-		if !slices.Contains(tests, name) {
-			t.Errorf("%s is not in the test table", f)
-		}
-	}
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
 	}
 }
 

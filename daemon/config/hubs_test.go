@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/edgeprov/edgeprov/daemon/config"
+	"github.com/edgeprov/edgeprov/testenv/golden"
 )
 
 // TestLoadHubs is TestLoad for the linked hubs' driver settings and the
@@ -40,7 +41,7 @@ func TestLoadHubs(t *testing.T) {
 			default:
 				got = []byte(err.Error() + "\n")
 			}
-			golden(t, filepath.Join("testdata", "hubs", name+".golden"), got)
+			golden.Check(t, filepath.Join("testdata", "hubs", name+".golden"), got)
 		})
 	}
 }
