@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
 	"github.com/edgeprov/edgeprov/hsm"
+	"github.com/edgeprov/edgeprov/hsm/keyfile"
 )
 
 // HSMKey signs SAS tokens with the device's symmetric key held in a PKCS#11
@@ -94,14 +95,9 @@ func OpenSigner(ctx context.Context, keyFile, keyURI string) (crypto.Signer, io.
 		}
 		return s, m, nil
 	}
-	data, err := os.ReadFile(keyFile)
+	s, err := keyfile.LoadKey(keyFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read key: %w", err)
-	}
-	defer clear(data)
-	s, err := parseKeyPEM(keyFile, data)
-	if err != nil {
-		return nil, nil, err
 	}
 	return s, nopCloser{}, nil
 }
@@ -183,71 +179,11 @@ func CreateSigner(ctx context.Context, keyFile, keyURI, kind string) (s crypto.S
 	return key, nopCloser{}, true, nil
 }
 
-// parseKeyPEM reads the first private key of a PEM file: PKCS#8, PKCS#1
-// (RSA) or SEC 1 (EC).
-func parseKeyPEM(name string, data []byte) (crypto.Signer, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, fmt.Errorf("%s: no PEM private key", name)
-		}
-		var k any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(b.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s: %T is not a signing key", name, k)
-		}
-		return s, nil
-	}
-}
-
-// LoadCerts reads every certificate of a PEM file, in order.
-func LoadCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", path)
-	}
-	return out, nil
-}
-
 // TLSCertificate pairs the certificate chain in certFile (the device's
 // certificate first, then the intermediates to send) with its key, which
 // must be the certificate's.
 func TLSCertificate(certFile string, key crypto.Signer) (tls.Certificate, error) {
-	certs, err := LoadCerts(certFile)
+	certs, err := keyfile.LoadCerts(certFile)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

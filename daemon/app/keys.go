@@ -3,8 +3,6 @@ package app
 import (
 	"context"
 	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +11,9 @@ import (
 
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/issuance"
-	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/secrets"
 	"github.com/edgeprov/edgeprov/hsm"
+	"github.com/edgeprov/edgeprov/hsm/keyfile"
 )
 
 // closers closes what the daemon opened (PKCS#11 modules), last first.
@@ -42,44 +40,7 @@ func loadSigner(ctx context.Context, keyFile, keyURI string, log *slog.Logger, c
 		cl.add(m)
 		return m.SignerFromURI(ctx, m.URI())
 	}
-	data, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(data)
-	return parseKeyPEM(keyFile, data)
-}
-
-// parseKeyPEM reads the first private key of a PEM file: PKCS#8, PKCS#1
-// (RSA) or SEC 1 (EC).
-func parseKeyPEM(name string, data []byte) (crypto.Signer, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, fmt.Errorf("%s: no PEM private key", name)
-		}
-		var k any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(b.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s: %T is not a signing key", name, k)
-		}
-		return s, nil
-	}
+	return keyfile.LoadKey(keyFile)
 }
 
 // buildIssuer loads the issuing CA, or returns nil when none is configured.
@@ -88,7 +49,7 @@ func buildIssuer(ctx context.Context, cfg *config.Config, log *slog.Logger, cl *
 	if ca == nil {
 		return nil, nil
 	}
-	chain, err := pki.LoadCerts(cfg.Path(ca.CertFile))
+	chain, err := keyfile.LoadCerts(cfg.Path(ca.CertFile))
 	if err != nil {
 		return nil, fmt.Errorf("issuing CA certificate: %w", err)
 	}

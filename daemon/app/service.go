@@ -14,9 +14,9 @@ import (
 	"github.com/edgeprov/edgeprov/daemon/catalog"
 	"github.com/edgeprov/edgeprov/daemon/config"
 	"github.com/edgeprov/edgeprov/daemon/dpsapi/sas"
-	"github.com/edgeprov/edgeprov/daemon/pki"
 	"github.com/edgeprov/edgeprov/daemon/serviceapi"
 	"github.com/edgeprov/edgeprov/daemon/store"
+	"github.com/edgeprov/edgeprov/hsm/keyfile"
 )
 
 // loadPolicies reads the owner policy made by init and the configured ones.
@@ -282,7 +282,7 @@ func (d *Daemon) status(ctx context.Context) any {
 	}
 	for _, c := range []struct{ name, path string }{{"device endpoint CA", d.cfg.CACertPath()}, {"server certificate", d.cfg.ServerCertPath()}} {
 		cs := CertStatus{Name: c.name, Path: c.path}
-		if certs, err := pki.LoadCerts(c.path); err != nil {
+		if certs, err := keyfile.LoadCerts(c.path); err != nil {
 			cs.Error = err.Error()
 		} else {
 			cs.Subject, cs.NotAfter = certs[0].Subject.String(), certs[0].NotAfter.UTC()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeprov/edgeprov/daemon/loadgen"
 	"github.com/edgeprov/edgeprov/daemon/pki"
+	"github.com/edgeprov/edgeprov/hsm/keyfile"
 )
 
 // bench runs the load generator against a device endpoint, optionally with the
@@ -216,7 +217,7 @@ func ceilingServer(args []string, stdout, stderr io.Writer) error {
 	}
 	var pool *x509.CertPool
 	if *clientCA != "" {
-		certs, err := pki.LoadCerts(*clientCA)
+		certs, err := keyfile.LoadCerts(*clientCA)
 		if err != nil {
 			return err
 		}

@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/edgeprov/edgeprov/hsm/keyfile"
 )
 
 // CA is a certificate with its signing key.
@@ -128,55 +130,15 @@ func WriteKey(path string, key crypto.Signer) error {
 
 // LoadCA reads a CA certificate and key written by WriteCert and WriteKey.
 func LoadCA(certPath, keyPath string) (*CA, error) {
-	certs, err := LoadCerts(certPath)
+	certs, err := keyfile.LoadCerts(certPath)
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(keyPath)
+	s, err := keyfile.LoadKey(keyPath)
 	if err != nil {
 		return nil, err
-	}
-	b, _ := pem.Decode(data)
-	if b == nil {
-		return nil, fmt.Errorf("%s: no PEM key", keyPath)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyPath, err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s: not a signing key", keyPath)
 	}
 	return &CA{Cert: certs[0], Key: s}, nil
-}
-
-// LoadCerts reads every certificate of a PEM file.
-func LoadCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", path)
-	}
-	return out, nil
 }
 
 // WriteFileAtomic writes data to a temporary file in the same directory, syncs

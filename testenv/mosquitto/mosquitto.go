@@ -28,6 +28,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgeprov/edgeprov/daemon/pki"
+	"github.com/edgeprov/edgeprov/hsm/keyfile"
 )
 
 // InstallHint is the command that installs what this package needs.
@@ -276,7 +277,7 @@ func (b *Broker) Log() string { return b.output.String() }
 // RootCAs is a pool holding the broker's CA (WithTLS).
 func (b *Broker) RootCAs(t testing.TB) *x509.CertPool {
 	t.Helper()
-	certs, err := pki.LoadCerts(b.CAFile)
+	certs, err := keyfile.LoadCerts(b.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
