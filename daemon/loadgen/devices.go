@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -11,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edgeprov/edgeprov/agent/provision"
@@ -124,7 +124,7 @@ func (cfg *Config) connect(i int, id string) (sender, func()) {
 }
 
 func httpDo(ctx context.Context, c *http.Client, method, u, tok string, body []byte) (*provision.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(string(body)))
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
